@@ -1,0 +1,5 @@
+import sys
+
+from vapsr_video.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Resumable batch jobs over media archives, on every local device or on Ray."""

@@ -1,0 +1,1 @@
+"""Measuring super-resolution quality the way the papers do."""

@@ -1,0 +1,1 @@
+"""Image arithmetic: MATLAB-compatible resizing, colour conversions for metrics."""

@@ -1,0 +1,5 @@
+"""The inference core shared by every front end."""
+
+from vapsr_video.inference.upscaler import Upscaler
+
+__all__ = ["Upscaler"]

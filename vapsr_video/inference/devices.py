@@ -1,0 +1,39 @@
+"""Choosing the device and the arithmetic precision to run on."""
+
+from __future__ import annotations
+
+import torch
+
+from vapsr_video.errors import UsageError
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when present, else the CPU; ``cuda:N`` must exist."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = resolved.index or 0
+        if index >= count:
+            raise UsageError(f"device {device!r} is not available (this machine has {count} CUDA device(s))")
+        return torch.device("cuda", index)
+    if resolved.type != "cpu":
+        raise UsageError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return resolved
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype:
+    """fp16 by default on CUDA, fp32 on the CPU; bf16 on request anywhere."""
+    if precision is None or precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise UsageError("fp16 needs a CUDA device; on the CPU use fp32 (default) or bf16")
+    return PRECISIONS[precision]

@@ -1,0 +1,1 @@
+"""Training VapSR from a folder of high-resolution images."""

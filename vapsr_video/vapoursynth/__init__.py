@@ -1,0 +1,1 @@
+"""The VapourSynth filter: ``core.vapsr.Upscale`` and its pure-Python twin."""
