@@ -1,0 +1,263 @@
+"""The VapSR training loop: L1, Adam, cosine learning rate, EMA weights, resumable.
+
+Checkpoints hold everything needed to continue bit for bit on the CPU (model,
+EMA, optimiser, iteration); the data stream is a pure function of (seed,
+iteration), so a resumed run sees the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from vapsr_video.inference.devices import resolve_device
+from vapsr_video.model.vapsr import VapSR, published_config
+from vapsr_video.model.weights import build_model, read_state_dict, save_weights
+from vapsr_video.training.data import PairedPatches
+from vapsr_video.training.validation import ValidationSet
+
+log = logging.getLogger("vapsr_video.train")
+
+
+@dataclass
+class TrainConfig:
+    variant: str
+    scale: int
+    data: list[str]
+    out_dir: str
+    iterations: int = 0  # 0: fit to time_budget
+    time_budget: float = 0.0  # seconds; used to choose iterations when iterations == 0
+    batch_size: int = 16
+    lr_patch: int = 48
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 100
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    validate_every: int = 250
+    validation: str | None = None  # a folder of HR images (Set5)
+    seed: int = 0
+    device: str | None = None
+    warm_start: str | None = None  # weights whose body initialises this model
+    compile: bool = False
+    threads: int = 0
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def learning_rate(config: TrainConfig, iteration: int) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr`` at the last iteration."""
+    if iteration < config.warmup:
+        return config.lr * (iteration + 1) / config.warmup
+    progress = (iteration - config.warmup) / max(1, config.iterations - config.warmup)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def warm_start(model: VapSR, weights: str) -> list[str]:
+    """Copy every tensor of ``weights`` whose name and shape fit ``model``; return what was copied."""
+    source, _ = read_state_dict(weights)
+    target = model.state_dict()
+    copied = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
+    model.load_state_dict({**target, **{k: source[k] for k in copied}})
+    return copied
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out_dir = Path(config.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.model = VapSR(published_config(config.variant, config.scale)).to(self.device)
+        self.copied: list[str] = []
+        if config.warm_start:
+            self.copied = warm_start(self.model, config.warm_start)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = VapSR(self.model.config).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.99))
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
+        self.step_fn = torch.compile(self._step) if config.compile else self._step
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "config": asdict(self.config),
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": json.dumps(self.history),
+            "copied": json.dumps(self.copied),
+        }
+        temporary = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        temporary.replace(self.checkpoint_path)
+
+    def try_resume(self) -> bool:
+        if not self.checkpoint_path.is_file():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.config.iterations = int(state["config"]["iterations"])
+        self.history = json.loads(state["history"])
+        self.copied = json.loads(state["copied"])
+        log.info("resumed from %s at iteration %d of %d", self.checkpoint_path, self.iteration,
+                 self.config.iterations)
+        return True
+
+    def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with autocast:
+            loss = F.l1_loss(self.model(lr_batch).float(), hr_batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # The usual bias correction: early on the EMA follows the model closely.
+        decay = min(self.config.ema_decay, (1 + self.iteration) / (10 + self.iteration))
+        for ema_param, param in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            ema_param.lerp_(param, 1 - decay)
+
+    def _batches(self, data: PairedPatches):
+        """Batches for iterations from the current one on; prefetched on a thread on CUDA."""
+        def make(iteration: int):
+            rng = np.random.default_rng([self.config.seed, iteration])
+            lr_batch, hr_batch = data.sample(rng, self.config.batch_size)
+            if self.device.type == "cuda":
+                lr_batch, hr_batch = lr_batch.pin_memory(), hr_batch.pin_memory()
+            return lr_batch, hr_batch
+
+        if self.device.type != "cuda":
+            iteration = self.iteration
+            while True:
+                yield make(iteration)
+                iteration += 1
+        ready: queue.Queue = queue.Queue(maxsize=8)
+
+        def produce() -> None:
+            iteration = self.iteration
+            while True:
+                ready.put(make(iteration))
+                iteration += 1
+
+        threading.Thread(target=produce, daemon=True).start()
+        while True:
+            yield ready.get()
+
+    def _fit_iterations(self, data: PairedPatches) -> None:
+        """Choose the iteration count that fills the time budget, from a short timing run."""
+        config = self.config
+        probe = VapSR(self.model.config).to(self.device)
+        optimizer = torch.optim.Adam(probe.parameters(), lr=0.0)
+        rng = np.random.default_rng(0)
+        timings = []
+        for _ in range(4):
+            lr_batch, hr_batch = (t.to(self.device) for t in data.sample(rng, config.batch_size))
+            start = time.perf_counter()
+            loss = F.l1_loss(probe(lr_batch), hr_batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            timings.append(time.perf_counter() - start)
+        seconds = float(np.median(timings[1:]))
+        config.iterations = max(config.warmup + 1, int(config.time_budget / (seconds * 1.1)))
+        log.info("time budget %.0f s at %.3f s/iteration: %d iterations", config.time_budget, seconds,
+                 config.iterations)
+
+    def train(self) -> Path:
+        config = self.config
+        data = PairedPatches(config.data, config.scale, config.lr_patch)
+        log.info("%d training pairs from %s", len(data.pairs), ", ".join(config.data))
+        validation = ValidationSet(config.validation, config.scale) if config.validation else None
+        if not self.try_resume():
+            if config.iterations <= 0:
+                if config.time_budget <= 0:
+                    raise ValueError("give iterations or a time budget")
+                self._fit_iterations(data)
+            if self.copied:
+                log.info("warm start: %d tensors from %s", len(self.copied), config.warm_start)
+        batches = self._batches(data)
+        bar = tqdm(total=config.iterations, initial=self.iteration, desc=f"{config.variant} x{config.scale}",
+                   unit="it", dynamic_ncols=True, mininterval=2.0)
+        running = None
+        self.model.train()
+        while self.iteration < config.iterations:
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(config, self.iteration)
+            lr_batch, hr_batch = next(batches)
+            lr_batch = lr_batch.to(self.device, non_blocking=True)
+            hr_batch = hr_batch.to(self.device, non_blocking=True)
+            loss = float(self.step_fn(lr_batch, hr_batch))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at iteration {self.iteration}; lower --lr")
+            self.iteration += 1
+            self._update_ema()
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}", refresh=False)
+            record = {"iteration": self.iteration, "loss": running}
+            done = self.iteration == config.iterations
+            if validation and (self.iteration % config.validate_every == 0 or done):
+                record["set5_psnr"] = validation.psnr(self.ema, self.device)
+                log.info("iteration %d: loss %.4f, validation PSNR %.3f dB", self.iteration, running,
+                         record["set5_psnr"])
+            elif self.iteration % 50 == 0:
+                log.info("iteration %d: loss %.4f, lr %.2e", self.iteration, running,
+                         self.optimizer.param_groups[0]["lr"])
+            if self.iteration % 50 == 0 or "set5_psnr" in record:
+                self.history.append(record)
+            if self.iteration % config.checkpoint_every == 0 or done:
+                self.save_checkpoint()
+        bar.close()
+        return self.export()
+
+    def export(self) -> Path:
+        """Write the EMA weights as safetensors with how they were made."""
+        config = self.config
+        path = self.out_dir / f"{config.variant}-x{config.scale}.safetensors"
+        validation = [h for h in self.history if "set5_psnr" in h]
+        metadata = {
+            "training_data": ", ".join(Path(d).name for d in config.data),
+            "iterations": str(config.iterations),
+            "batch_size": str(config.batch_size),
+            "lr_patch": str(config.lr_patch),
+            "recipe": f"L1, Adam lr {config.lr} betas 0.9/0.99, warm-up {config.warmup} + cosine to "
+                      f"{config.min_lr}, EMA {config.ema_decay}, flips and 90-degree rotations",
+            "device": str(self.device),
+            "warm_start": f"{config.warm_start} ({len(self.copied)} tensors)" if config.warm_start else "none",
+            "seed": str(config.seed),
+            "final_set5_psnr": f"{validation[-1]['set5_psnr']:.4f}" if validation else "not measured",
+            **config.notes,
+        }
+        ema = build_model(self.ema.state_dict(), "EMA weights")
+        save_weights(ema, path, metadata)
+        log.info("wrote %s", path)
+        return path
