@@ -72,6 +72,13 @@ def _read_torch_file(path: Path) -> Any:
         raise WeightsError(
             f"{path}: not a readable PyTorch checkpoint, or truncated ({_first_line(exc)}); expected {_EXPECTED}"
         ) from None
+    except Exception as exc:
+        # Garbage fed to the (restricted) unpickler fails in arbitrary ways (IndexError,
+        # KeyError, ...); with weights_only nothing was executed, so any failure means
+        # "not a checkpoint".
+        raise WeightsError(
+            f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)}); expected {_EXPECTED}"
+        ) from None
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,243 @@
+"""Still images on disk: read and write PNG, JPEG, WebP and TIFF with PyAV alone.
+
+Pixels travel as H x W x 3 RGB arrays, uint8 or uint16 (16-bit PNG and TIFF keep
+their depth). Grayscale inputs become RGB, because the network is an RGB model;
+an alpha channel is kept (upscaled with plain bicubic interpolation, since the
+network was never trained on it) and written back where the format can hold it.
+"""
+
+from __future__ import annotations
+
+import fractions
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import av
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from vapsr_video.errors import InputError, OutputError
+from vapsr_video.safe_output import atomic_output, check_output_path
+
+if TYPE_CHECKING:
+    from vapsr_video.inference.upscaler import Upscaler
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """How one output file type is encoded."""
+
+    name: str
+    codec: str
+    pix_fmt_8bit: str
+    pix_fmt_16bit: str | None  # None: the format holds 8 bits per channel only
+    pix_fmt_alpha: str | None  # None: the format cannot hold an alpha channel
+    pix_fmt_alpha_16bit: str | None
+    options: tuple[tuple[str, str], ...] = ()
+
+
+_PNG = ImageFormat("PNG", "png", "rgb24", "rgb48be", "rgba", "rgba64be")
+# Fixed quantiser 2 (the best mjpeg offers in practice) and no chroma subsampling:
+# an upscaler should not throw away the detail it just made.
+_JPEG = ImageFormat("JPEG", "mjpeg", "yuvj444p", None, None, None, (("qmin", "2"), ("qmax", "2")))
+_WEBP = ImageFormat("WebP", "libwebp", "bgra", None, "bgra", None, (("quality", "95"),))
+_TIFF = ImageFormat("TIFF", "tiff", "rgb24", "rgb48le", "rgba", "rgba64le", (("compression_algo", "deflate"),))
+
+OUTPUT_FORMATS: dict[str, ImageFormat] = {
+    ".png": _PNG,
+    ".jpg": _JPEG,
+    ".jpeg": _JPEG,
+    ".webp": _WEBP,
+    ".tif": _TIFF,
+    ".tiff": _TIFF,
+}
+
+
+@dataclass
+class StillImage:
+    """An RGB image and, if it had one, its alpha channel (same size and dtype)."""
+
+    rgb: np.ndarray  # H x W x 3, uint8 or uint16
+    alpha: np.ndarray | None = None  # H x W
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.rgb.dtype == np.uint16 else 8
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)"""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def output_format(path: str | Path) -> ImageFormat:
+    """The format an output path asks for, from its extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(sorted(OUTPUT_FORMATS))
+        raise OutputError(f"{path}: cannot write images of type '{suffix or '(no extension)'}'; use one of {known}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image")
+    try:
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if size == 0:
+        raise InputError(f"{path}: empty file, not an image")
+
+
+def _decode_single_frame(path: Path) -> av.VideoFrame:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: not an image (no picture in it)")
+            frames = container.decode(video=0)
+            frame = next(frames, None)
+            if frame is None:
+                raise InputError(f"{path}: not a readable image (no picture could be decoded)")
+            if next(frames, None) is not None:
+                raise InputError(f"{path}: holds more than one picture (a video or an animation), not a still image")
+            return frame
+    except av.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"{path}: not a readable image ({reason})") from None
+
+
+def _has_alpha(pix_fmt: av.VideoFormat) -> bool:
+    return pix_fmt.has_palette or any(component.is_alpha for component in pix_fmt.components)
+
+
+def read_image(path: str | Path) -> StillImage:
+    """Decode an image file into RGB (uint8, or uint16 for sources deeper than 8 bits)."""
+    path = Path(path)
+    _check_readable(path)
+    frame = _decode_single_frame(path)
+    source = frame.format
+    deep = any(component.bits > 8 for component in source.components)
+    try:
+        if _has_alpha(source):
+            rgba = frame.to_ndarray(format="rgba64le" if deep else "rgba")
+            rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+            # A palette without transparency, or an alpha plane that is opaque everywhere,
+            # carries nothing worth the cost of upscaling it.
+            if alpha.min() == np.iinfo(alpha.dtype).max:
+                alpha = None
+        else:
+            rgb, alpha = frame.to_ndarray(format="rgb48le" if deep else "rgb24"), None
+    except (av.FFmpegError, ValueError) as exc:
+        raise InputError(f"{path}: cannot convert its pixels ({source.name}) to RGB ({exc})") from None
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise InputError(f"{path}: the image has no pixels")
+    return StillImage(rgb=rgb, alpha=alpha)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The RGB pixels of an image file (alpha, if any, dropped)."""
+    return read_image(path).rgb
+
+
+def _encode(image: StillImage, fmt: ImageFormat, path: Path) -> bytes:
+    deep = image.bit_depth == 16 and fmt.pix_fmt_16bit is not None
+    rgb = image.rgb if deep or image.bit_depth == 8 else _to_8bit(image.rgb)
+    alpha = image.alpha
+    if alpha is not None and fmt.pix_fmt_alpha is None:
+        raise OutputError(
+            f"{path}: {fmt.name} cannot hold the input's transparency (alpha channel); write .png, .webp or .tiff"
+        )
+    if alpha is not None:
+        alpha = alpha if deep or alpha.dtype == np.uint8 else _to_8bit(alpha)
+        pixels = np.ascontiguousarray(np.dstack([rgb, alpha]))
+        source_format = "rgba64le" if deep else "rgba"
+        target_format = fmt.pix_fmt_alpha_16bit if deep else fmt.pix_fmt_alpha
+    else:
+        pixels = np.ascontiguousarray(rgb)
+        source_format = "rgb48le" if deep else "rgb24"
+        target_format = fmt.pix_fmt_16bit if deep else fmt.pix_fmt_8bit
+    assert target_format is not None
+    frame = av.VideoFrame.from_ndarray(pixels, format=source_format).reformat(format=target_format)
+    codec = av.CodecContext.create(fmt.codec, "w")
+    codec.width, codec.height = image.size
+    codec.pix_fmt = target_format
+    codec.time_base = fractions.Fraction(1, 1)
+    codec.options = dict(fmt.options)
+    packets = codec.encode(frame) + codec.encode(None)
+    return b"".join(bytes(packet) for packet in packets)
+
+
+def _to_8bit(values: np.ndarray) -> np.ndarray:
+    return np.rint(values.astype(np.float32) / 257.0).astype(np.uint8)
+
+
+def write_image(path: str | Path, image: StillImage, *, file_format: ImageFormat | None = None) -> None:
+    """Encode ``image`` into ``path`` (format from the extension unless given)."""
+    path = Path(path)
+    fmt = file_format or output_format(path)
+    try:
+        data = _encode(image, fmt, path)
+    except av.FFmpegError as exc:
+        raise OutputError(f"{path}: the {fmt.name} encoder failed ({exc})") from None
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """Bicubic enlargement of an alpha plane, same dtype back."""
+    peak = float(np.iinfo(alpha.dtype).max)
+    plane = torch.from_numpy(alpha.astype(np.float32) / peak)[None, None]
+    with torch.inference_mode():
+        bigger = F.interpolate(plane, scale_factor=scale, mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+    return np.rint(bigger[0, 0].numpy() * peak).astype(alpha.dtype)
+
+
+def upscale_image(image: StillImage, upscaler: Upscaler) -> StillImage:
+    """The image upscaled by ``upscaler`` (alpha, if any, by bicubic interpolation)."""
+    rgb = upscaler.upscale_array(image.rgb)
+    alpha = upscale_alpha(image.alpha, upscaler.scale) if image.alpha is not None else None
+    return StillImage(rgb=rgb, alpha=alpha)
+
+
+def upscale_image_file(input_path: str | Path, output_path: str | Path, upscaler: Upscaler, *,
+                       overwrite: bool = False) -> Path:
+    """Upscale one still image file into ``output_path``; returns the path written.
+
+    The output appears only when complete; nothing is left behind on failure.
+    """
+    target = check_output_path(input_path, output_path, overwrite=overwrite)
+    fmt = output_format(target)
+    image = read_image(input_path)
+    if image.alpha is not None and fmt.pix_fmt_alpha is None:
+        # Refuse before spending time on the network.
+        raise OutputError(
+            f"{target}: {fmt.name} cannot hold the transparency (alpha channel) of {input_path}; "
+            "write .png, .webp or .tiff"
+        )
+    result = upscale_image(image, upscaler)
+    with atomic_output(target) as temporary:
+        write_image(temporary, result, file_format=fmt)
+    return target
+
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "ImageFormat",
+    "StillImage",
+    "output_format",
+    "read_image",
+    "read_rgb",
+    "upscale_alpha",
+    "upscale_image",
+    "upscale_image_file",
+    "write_image",
+]
