@@ -1,0 +1,268 @@
+"""YUV <-> RGB on the device, with the stream's own matrix, range, bit depth and chroma layout.
+
+Frames travel from the decoder to the device as the decoder's own planes
+(8 or 16-bit integers, packed one plane after another in a flat buffer), so no
+CPU-side colour conversion sits in the hot path; the conversion to RGB and back
+is a handful of tensor operations next to the model.
+
+Conventions (documented in docs/video.md):
+- chroma is treated as centre-sited: up-sampling is bilinear, down-sampling a box
+  average, which are each other's inverse on flat areas and keep edges in place;
+- an untagged matrix is BT.709 for HD sizes and BT.601 below (what players assume),
+  and the output is tagged with the matrix actually used, so a player does not
+  guess differently at the larger output size.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# FFmpeg's AVColorSpace values (matrix coefficients) -> (Kr, Kb)
+_BT601 = (0.299, 0.114)
+_BT709 = (0.2126, 0.0722)
+_BT2020 = (0.2627, 0.0593)
+MATRIX_COEFFICIENTS: dict[int, tuple[float, float]] = {
+    1: _BT709,  # BT709
+    4: (0.30, 0.11),  # FCC
+    5: _BT601,  # BT470BG
+    6: _BT601,  # SMPTE170M
+    7: (0.212, 0.087),  # SMPTE240M
+    9: _BT2020,  # BT2020_NCL
+    10: _BT2020,  # BT2020_CL, approximated by the non-constant-luminance matrix
+}
+MATRIX_NAMES = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+UNSPECIFIED = 2
+RANGE_LIMITED = 1  # AVCOL_RANGE_MPEG
+RANGE_FULL = 2  # AVCOL_RANGE_JPEG
+
+_NATIVE = re.compile(r"^(?P<family>yuvj?(?P<sub>420|422|444|440|411|410)p|gray|gbrp)(?P<bits>\d+)?(le)?$")
+
+
+def is_native_format(pix_fmt: str) -> bool:
+    """Planar YUV, grey or planar RGB, little-endian: formats the device path reads directly."""
+    match = _NATIVE.match(pix_fmt)
+    return bool(match) and (match["bits"] is None or pix_fmt.endswith("le"))
+
+
+def native_fallback(pix_fmt: str) -> str | None:
+    """The planar format a non-native decoder format is converted to (once, by swscale), or None."""
+    try:
+        fmt = av.VideoFormat(pix_fmt, 64, 64)
+    except (ValueError, av.FFmpegError):
+        return None
+    if fmt.is_bayer or fmt.is_bit_stream:
+        return None
+    colour = [c for c in fmt.components if not c.is_alpha]
+    bits = max((c.bits for c in colour), default=8)
+    if fmt.is_rgb or fmt.has_palette:
+        return "gbrp" if bits <= 8 else "gbrp10le" if bits <= 10 else "gbrp16le"
+    if len(colour) == 1:
+        return "gray" if bits <= 8 else "gray16le"
+    if len(colour) == 3:
+        ratio = (64 // max(fmt.chroma_width(), 1), 64 // max(fmt.chroma_height(), 1))
+        sub = {(2, 2): "420", (2, 1): "422", (1, 1): "444", (1, 2): "440"}.get(ratio, "444")
+        depth = "" if bits <= 8 else "10le" if bits <= 10 else "12le" if bits <= 12 else "16le"
+        return f"yuv{sub}p{depth}"
+    return None
+
+
+@dataclass(frozen=True)
+class PlaneLayout:
+    """Where each plane of one frame sits in a flat buffer of samples (no line padding)."""
+
+    pix_fmt: str
+    width: int
+    height: int
+    bit_depth: int
+    family: str  # "yuv", "gray" or "rgb"
+    chroma_shift: tuple[int, int]  # (horizontal, vertical) log2 subsampling
+    plane_shapes: tuple[tuple[int, int], ...]  # (rows, columns) per plane, in the format's order
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.bit_depth <= 8 else np.uint16)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.uint8 if self.bit_depth <= 8 else torch.uint16
+
+    @property
+    def plane_sizes(self) -> tuple[int, ...]:
+        return tuple(rows * columns for rows, columns in self.plane_shapes)
+
+    @property
+    def samples(self) -> int:
+        return sum(self.plane_sizes)
+
+    @property
+    def peak(self) -> int:
+        return (1 << self.bit_depth) - 1
+
+
+def plane_layout(pix_fmt: str, width: int, height: int) -> PlaneLayout:
+    match = _NATIVE.match(pix_fmt)
+    if not match or not is_native_format(pix_fmt):
+        raise ValueError(f"pixel format {pix_fmt} is not read directly; convert it first")
+    family = match["family"]
+    bits = int(match["bits"] or 8)
+    if family == "gray":
+        return PlaneLayout(pix_fmt, width, height, bits, "gray", (0, 0), ((height, width),))
+    if family == "gbrp":
+        shape = (height, width)
+        return PlaneLayout(pix_fmt, width, height, bits, "rgb", (0, 0), (shape, shape, shape))
+    shift_x, shift_y = {"420": (1, 1), "422": (1, 0), "444": (0, 0), "440": (0, 1), "411": (2, 0),
+                        "410": (2, 2)}[match["sub"]]
+    chroma = (-(-height >> shift_y), -(-width >> shift_x))  # ceil division, as FFmpeg sizes chroma planes
+    return PlaneLayout(pix_fmt, width, height, bits, "yuv", (shift_x, shift_y), ((height, width), chroma, chroma))
+
+
+def planes_of(frame: av.VideoFrame, layout: PlaneLayout) -> list[np.ndarray]:
+    """Views (no copy) of a decoded frame's planes, cropped to the visible samples."""
+    views = []
+    itemsize = layout.numpy_dtype.itemsize
+    for plane, (rows, columns) in zip(frame.planes, layout.plane_shapes, strict=False):
+        flat = np.frombuffer(plane, dtype=layout.numpy_dtype)
+        views.append(flat.reshape(-1, plane.line_size // itemsize)[:rows, :columns])
+    return views
+
+
+def copy_frame_into(frame: av.VideoFrame, layout: PlaneLayout, buffer: np.ndarray) -> None:
+    """Copy a decoded frame's planes into ``buffer`` (flat, ``layout.samples`` long), dropping line padding."""
+    offset = 0
+    for view, size, (rows, columns) in zip(planes_of(frame, layout), layout.plane_sizes, layout.plane_shapes,
+                                            strict=True):
+        np.copyto(buffer[offset:offset + size].reshape(rows, columns), view)
+        offset += size
+
+
+def frame_from_buffer(buffer: np.ndarray, layout: PlaneLayout) -> av.VideoFrame:
+    """A new VideoFrame whose planes are filled from a flat sample buffer."""
+    frame = av.VideoFrame(layout.width, layout.height, layout.pix_fmt)
+    offset = 0
+    for view, size, (rows, columns) in zip(planes_of(frame, layout), layout.plane_sizes, layout.plane_shapes,
+                                           strict=True):
+        np.copyto(view, buffer[offset:offset + size].reshape(rows, columns))
+        offset += size
+    return frame
+
+
+@dataclass(frozen=True)
+class ColourSpec:
+    """How a stream's samples map to RGB: matrix (AVColorSpace), range, and the tags to carry over."""
+
+    matrix: int
+    full_range: bool
+    primaries: int = UNSPECIFIED
+    transfer: int = UNSPECIFIED
+
+    @property
+    def coefficients(self) -> tuple[float, float]:
+        return MATRIX_COEFFICIENTS.get(self.matrix, _BT709)
+
+    @property
+    def range_tag(self) -> int:
+        return RANGE_FULL if self.full_range else RANGE_LIMITED
+
+
+def default_matrix(width: int, height: int) -> int:
+    """What players assume for untagged video: BT.709 at HD sizes, BT.601 below."""
+    return 1 if width >= 1280 or height > 576 else 6
+
+
+def colour_spec(frame: av.VideoFrame, pix_fmt: str) -> ColourSpec:
+    """The colour description of a decoded frame (its tags, or the usual defaults when untagged)."""
+    matrix = frame.colorspace if frame.colorspace in MATRIX_COEFFICIENTS else default_matrix(frame.width,
+                                                                                                frame.height)
+    full = frame.color_range == RANGE_FULL or pix_fmt.startswith("yuvj") or pix_fmt.startswith("gbrp")
+    return ColourSpec(matrix=matrix, full_range=full, primaries=frame.color_primaries, transfer=frame.color_trc)
+
+
+def _rgb_from_yuv_matrix(kr: float, kb: float) -> torch.Tensor:
+    kg = 1.0 - kr - kb
+    return torch.tensor([
+        [1.0, 0.0, 2.0 * (1.0 - kr)],
+        [1.0, -2.0 * kb * (1.0 - kb) / kg, -2.0 * kr * (1.0 - kr) / kg],
+        [1.0, 2.0 * (1.0 - kb), 0.0],
+    ], dtype=torch.float32)
+
+
+def _levels(layout: PlaneLayout, full_range: bool) -> tuple[float, float, float, float]:
+    """(luma offset, luma scale, chroma offset, chroma scale) in code values of this bit depth."""
+    if full_range or layout.family == "rgb":
+        return 0.0, float(layout.peak), float(1 << (layout.bit_depth - 1)), float(layout.peak)
+    step = float(1 << (layout.bit_depth - 8))
+    return 16.0 * step, 219.0 * step, 128.0 * step, 224.0 * step
+
+
+def _split_planes(samples: torch.Tensor, layout: PlaneLayout) -> list[torch.Tensor]:
+    """(N, samples) integers -> list of (N, rows, columns) float planes."""
+    planes, offset = [], 0
+    for size, (rows, columns) in zip(layout.plane_sizes, layout.plane_shapes, strict=True):
+        planes.append(samples[:, offset:offset + size].reshape(-1, rows, columns).float())
+        offset += size
+    return planes
+
+
+def _upsample_chroma(chroma: torch.Tensor, layout: PlaneLayout) -> torch.Tensor:
+    shift_x, shift_y = layout.chroma_shift
+    if shift_x == 0 and shift_y == 0:
+        return chroma
+    rows, columns = chroma.shape[-2:]
+    full = F.interpolate(chroma, size=(rows << shift_y, columns << shift_x), mode="bilinear", align_corners=False)
+    return full[..., :layout.height, :layout.width]
+
+
+def _downsample_chroma(chroma: torch.Tensor, layout: PlaneLayout) -> torch.Tensor:
+    shift_x, shift_y = layout.chroma_shift
+    if shift_x == 0 and shift_y == 0:
+        return chroma
+    rows, columns = layout.plane_shapes[1]
+    pad_bottom, pad_right = (rows << shift_y) - layout.height, (columns << shift_x) - layout.width
+    if pad_bottom or pad_right:
+        chroma = F.pad(chroma, (0, pad_right, 0, pad_bottom), mode="replicate")
+    return F.avg_pool2d(chroma, kernel_size=(1 << shift_y, 1 << shift_x))
+
+
+def yuv_to_rgb(samples: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torch.Tensor:
+    """(N, layout.samples) integer planes -> (N, 3, H, W) float RGB in [0, 1] (not clamped)."""
+    planes = _split_planes(samples, layout)
+    y_offset, y_scale, c_offset, c_scale = _levels(layout, spec.full_range)
+    if layout.family == "gray":
+        luma = (planes[0] - y_offset) / y_scale
+        return luma.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    if layout.family == "rgb":
+        green, blue, red = planes  # gbrp stores G, B, R
+        return torch.stack([red, green, blue], dim=1) / float(layout.peak)
+    luma = (planes[0] - y_offset) / y_scale
+    chroma = (torch.stack(planes[1:], dim=1) - c_offset) / c_scale
+    chroma = _upsample_chroma(chroma, layout)
+    yuv = torch.cat([luma.unsqueeze(1), chroma], dim=1)
+    matrix = _rgb_from_yuv_matrix(*spec.coefficients).to(samples.device)
+    return torch.einsum("ij,njhw->nihw", matrix, yuv)
+
+
+def _quantize(values: torch.Tensor, layout: PlaneLayout) -> torch.Tensor:
+    return values.round_().clamp_(0, layout.peak).to(layout.torch_dtype).flatten(1)
+
+
+def rgb_to_yuv(rgb: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torch.Tensor:
+    """(N, 3, H, W) float RGB in [0, 1] -> (N, layout.samples) integer planes, rounded and clamped."""
+    y_offset, y_scale, c_offset, c_scale = _levels(layout, spec.full_range)
+    rgb = rgb.float()
+    if layout.family == "rgb":
+        scaled = rgb * float(layout.peak)
+        return torch.cat([_quantize(scaled[:, channel], layout) for channel in (1, 2, 0)], dim=1)
+    kr, kb = spec.coefficients
+    luma = kr * rgb[:, 0] + (1.0 - kr - kb) * rgb[:, 1] + kb * rgb[:, 2]
+    luma_codes = _quantize(luma * y_scale + y_offset, layout)
+    if layout.family == "gray":
+        return luma_codes
+    chroma = torch.stack([(rgb[:, 2] - luma) / (2.0 * (1.0 - kb)), (rgb[:, 0] - luma) / (2.0 * (1.0 - kr))], dim=1)
+    chroma = _downsample_chroma(chroma, layout) * c_scale + c_offset
+    return torch.cat([luma_codes, _quantize(chroma[:, 0], layout), _quantize(chroma[:, 1], layout)], dim=1)

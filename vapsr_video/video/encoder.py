@@ -1,0 +1,185 @@
+"""Choosing and configuring the video encoder: codec, pixel format, quality, colour tags."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+
+from vapsr_video.errors import UsageError
+from vapsr_video.video.colour import ColourSpec, is_native_format, plane_layout
+
+log = logging.getLogger(__name__)
+
+# Input codec -> the encoder that writes the same format (so the output is what the input was, only bigger).
+ENCODER_FOR_CODEC: dict[str, str] = {
+    "h264": "libx264",
+    "hevc": "libx265",
+    "av1": "libsvtav1",
+    "vp9": "libvpx-vp9",
+    "prores": "prores_ks",
+    "ffv1": "ffv1",
+}
+FALLBACK_ENCODERS = ("libx264", "libsvtav1", "libvpx-vp9", "mpeg4")
+
+# Quality defaults a little above the encoders' own, because an upscale is meant to keep detail.
+DEFAULT_CRF: dict[str, int] = {"libx264": 18, "libx265": 20, "libsvtav1": 30, "libvpx-vp9": 24}
+CRF_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1", "librav1e"})
+PRESET_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1"})
+
+
+@dataclass
+class EncodeOptions:
+    """Encoder settings, named as in FFmpeg's command line; ``None`` means "choose for me"."""
+
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    bitrate: str | None = None
+    encoder_options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    codec: str
+    pix_fmt: str
+    options: dict[str, str]
+    bit_rate: int | None
+
+
+def parse_bitrate(text: str) -> int:
+    """``"8M"``, ``"2500k"`` or ``"1200000"`` -> bits per second."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*(?:b(?:ps)?|bit/s)?\s*", text)
+    if not match:
+        raise UsageError(f"bitrate {text!r} is not a number like 8M, 2500k or 1200000")
+    factor = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[match[2].lower()]
+    return int(float(match[1]) * factor)
+
+
+def encoder_exists(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except (ValueError, av.FFmpegError):
+        return False
+    return True
+
+
+def _container_holds(container: av.container.OutputContainer, encoder: str) -> bool:
+    codec_name = av.codec.Codec(encoder, "w").name
+    supported = container.supported_codecs
+    return codec_name in supported or encoder in supported
+
+
+def choose_codec(input_codec: str, container: av.container.OutputContainer, requested: str | None) -> str:
+    """The user's codec, else the one matching the input, else one the output container can hold."""
+    if requested:
+        if not encoder_exists(requested):
+            raise UsageError(f"video encoder {requested!r} is not available in this FFmpeg build")
+        if not _container_holds(container, requested):
+            raise UsageError(f"a {container.format.name} file cannot hold {requested} video; "
+                             "choose another --codec or output extension")
+        return requested
+    preferred = ENCODER_FOR_CODEC.get(input_codec)
+    candidates = ([preferred] if preferred else []) + list(FALLBACK_ENCODERS)
+    for candidate in candidates:
+        if encoder_exists(candidate) and _container_holds(container, candidate):
+            if preferred and candidate != preferred:
+                log.warning("a %s file cannot hold %s video; encoding with %s instead",
+                            container.format.name, preferred, candidate)
+            return candidate
+    raise UsageError(f"no available video encoder can write a {container.format.name} file")
+
+
+def _depth_and_chroma(pix_fmt: str) -> tuple[int, tuple[int, int], str]:
+    layout = plane_layout(pix_fmt, 64, 64)
+    return layout.bit_depth, layout.chroma_shift, layout.family
+
+
+def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None) -> str:
+    """Keep the source's bit depth and chroma layout where the encoder allows; never lose depth silently."""
+    offered = [fmt.name for fmt in (av.codec.Codec(encoder, "w").video_formats or ())]
+    usable = [name for name in offered if is_native_format(name) and not name.startswith("yuvj")]
+    if requested:
+        if offered and requested not in offered:
+            raise UsageError(f"{encoder} cannot write pixel format {requested}; it offers {', '.join(offered)}")
+        if not is_native_format(requested):
+            raise UsageError(f"pixel format {requested} is not supported for output; use a planar YUV, "
+                             "grey or gbrp format (e.g. yuv420p, yuv420p10le, yuv444p)")
+        return requested
+    source = source_fmt.replace("yuvj", "yuv")  # the range travels as a tag, not in the format name
+    if not offered or source in usable:
+        return source
+    depth, chroma, family = _depth_and_chroma(source)
+
+    def preference(name: str) -> tuple:
+        cand_depth, cand_chroma, cand_family = _depth_and_chroma(name)
+        # Order: same family, no loss of depth (smallest sufficient), no loss of chroma, then closeness.
+        return (cand_family != family and not (family == "gray" and cand_family == "yuv"),
+                cand_depth < depth, abs(cand_depth - depth),
+                cand_chroma[0] > chroma[0] or cand_chroma[1] > chroma[1], cand_chroma != chroma)
+
+    if not usable:
+        raise UsageError(f"{encoder} offers no pixel format this tool writes ({', '.join(offered)})")
+    chosen = min(usable, key=preference)
+    chosen_depth, chosen_chroma, _ = _depth_and_chroma(chosen)
+    if chosen_depth < depth or chosen_chroma[0] > chroma[0] or chosen_chroma[1] > chroma[1]:
+        log.warning("%s cannot write %s; writing %s (less precision); pick another --codec to keep it",
+                    encoder, source_fmt, chosen)
+    return chosen
+
+
+def encoder_settings(encoder: str, options: EncodeOptions) -> tuple[dict[str, str], int | None]:
+    """The codec options (as FFmpeg's ``-key value`` pairs) and bit rate for these choices."""
+    settings: dict[str, str] = {}
+    bit_rate = parse_bitrate(options.bitrate) if options.bitrate else None
+    if options.crf is not None:
+        if encoder not in CRF_ENCODERS:
+            raise UsageError(f"--crf does not apply to {encoder}; use --bitrate or --encoder-option")
+        settings["crf"] = str(options.crf)
+    elif bit_rate is None and encoder in DEFAULT_CRF:
+        settings["crf"] = str(DEFAULT_CRF[encoder])
+    if "crf" in settings and encoder == "libvpx-vp9" and bit_rate is None:
+        settings["b"] = "0"  # constant quality mode in libvpx needs the bit rate set to zero
+    if options.preset is not None:
+        if encoder not in PRESET_ENCODERS:
+            raise UsageError(f"--preset does not apply to {encoder}; use --encoder-option")
+        settings["preset"] = options.preset
+    if encoder == "libx265":
+        settings.setdefault("x265-params", "log-level=error")
+    settings.update(options.encoder_options)
+    return settings, bit_rate
+
+
+def choose_encoder(input_codec: str, source_fmt: str, container: av.container.OutputContainer,
+                   options: EncodeOptions) -> EncoderChoice:
+    codec = choose_codec(input_codec, container, options.codec)
+    pix_fmt = choose_pix_fmt(source_fmt, codec, options.pix_fmt)
+    settings, bit_rate = encoder_settings(codec, options)
+    return EncoderChoice(codec=codec, pix_fmt=pix_fmt, options=settings, bit_rate=bit_rate)
+
+
+def configure_video_stream(stream: av.video.stream.VideoStream, choice: EncoderChoice, *, width: int, height: int,
+                           time_base: Fraction, frame_rate: Fraction | None, sample_aspect_ratio: Fraction | None,
+                           colour: ColourSpec) -> None:
+    """Set size, format, time base and colour tags before the encoder opens."""
+    context = stream.codec_context
+    context.width, context.height = width, height
+    context.pix_fmt = choice.pix_fmt
+    context.time_base = time_base
+    stream.time_base = time_base
+    if frame_rate:
+        context.framerate = frame_rate
+    if sample_aspect_ratio:
+        context.sample_aspect_ratio = sample_aspect_ratio
+    context.colorspace = colour.matrix
+    context.color_range = colour.range_tag
+    context.color_primaries = colour.primaries
+    context.color_trc = colour.transfer
+    context.thread_count = 0  # let the encoder pick its thread count
+    if choice.bit_rate:
+        context.bit_rate = choice.bit_rate
+    context.options = dict(choice.options)
