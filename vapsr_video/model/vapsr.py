@@ -28,9 +28,9 @@ class ModelConfig:
     @property
     def variant(self) -> str:
         """The published name for this configuration, or ``"custom"``."""
-        for name, config in PUBLISHED_CONFIGS.items():
-            if self == config:
-                return name.rsplit("-x", 1)[0]
+        for name in VARIANTS:
+            if self.scale in (2, 3, 4) and self == published_config(name, self.scale):
+                return name
         return "custom"
 
     def to_dict(self) -> dict[str, int]:

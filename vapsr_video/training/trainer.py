@@ -46,6 +46,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     validate_every: int = 250
+    log_every: int = 50
     validation: str | None = None  # a folder of HR images (Set5)
     seed: int = 0
     device: str | None = None
@@ -207,7 +208,7 @@ class Trainer:
         batches = self._batches(data)
         bar = tqdm(total=config.iterations, initial=self.iteration, desc=f"{config.variant} x{config.scale}",
                    unit="it", dynamic_ncols=True, mininterval=2.0)
-        running = None
+        interval_losses: list[float] = []
         self.model.train()
         while self.iteration < config.iterations:
             for group in self.optimizer.param_groups:
@@ -220,19 +221,20 @@ class Trainer:
                 raise FloatingPointError(f"loss became {loss} at iteration {self.iteration}; lower --lr")
             self.iteration += 1
             self._update_ema()
-            running = loss if running is None else 0.98 * running + 0.02 * loss
+            interval_losses.append(loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}", refresh=False)
-            record = {"iteration": self.iteration, "loss": running}
             done = self.iteration == config.iterations
-            if validation and (self.iteration % config.validate_every == 0 or done):
-                record["set5_psnr"] = validation.psnr(self.ema, self.device)
-                log.info("iteration %d: loss %.4f, validation PSNR %.3f dB", self.iteration, running,
-                         record["set5_psnr"])
-            elif self.iteration % 50 == 0:
-                log.info("iteration %d: loss %.4f, lr %.2e", self.iteration, running,
-                         self.optimizer.param_groups[0]["lr"])
-            if self.iteration % 50 == 0 or "set5_psnr" in record:
+            validate = validation is not None and (self.iteration % config.validate_every == 0 or done)
+            if validate or self.iteration % config.log_every == 0 or done:
+                # The mean over the interval: one batch's loss is too noisy to read.
+                record = {"iteration": self.iteration, "loss": float(np.mean(interval_losses)),
+                          "lr": self.optimizer.param_groups[0]["lr"]}
+                interval_losses.clear()
+                if validate:
+                    record["set5_psnr"] = validation.psnr(self.ema, self.device)
+                log.info("iteration %d: loss %.4f, lr %.2e%s", self.iteration, record["loss"], record["lr"],
+                         f", validation PSNR {record['set5_psnr']:.3f} dB" if validate else "")
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.1e}", refresh=False)
                 self.history.append(record)
             if self.iteration % config.checkpoint_every == 0 or done:
                 self.save_checkpoint()
