@@ -1,0 +1,148 @@
+"""Finding the inputs of a batch: walk SRC, filter by globs, probe, fingerprint.
+
+A file is a video because FFmpeg can open it and finds a video stream in it,
+not because of its name: ``clip.bin`` holding an MP4 is processed, a text file
+named ``x.mp4`` fails with its reason, and a text file named ``notes.txt`` is
+skipped as "not a media file".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vapsr_video.errors import InputError
+
+STATE_DIR_NAME = ".vapsr-batch"
+FINGERPRINT_BYTES = 64 * 1024
+# Extensions that promise a video: failing to open one is a failure, not a skip.
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".wmv",
+    ".flv", ".3gp", ".ogv", ".mxf", ".vob", ".dv", ".y4m", ".nut",
+})
+# Containers the output can be written in while keeping the input's extension.
+WRITABLE_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".webm", ".nut"})
+DEFAULT_OUTPUT_EXTENSION = ".mkv"  # holds any stream an unusual source carries
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a quick look at a file found: ``kind`` is "video", "skip" or "bad"."""
+
+    kind: str
+    reason: str | None = None
+    duration: float | None = None
+    est_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    rel_path: str  # POSIX-style, relative to SRC: the key of its job
+    output: Path
+    size: int
+
+
+def matches(rel_path: str, patterns: Sequence[str]) -> bool:
+    """A glob matches the path relative to SRC or the bare file name; ``*`` crosses folders."""
+    name = rel_path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(rel_path, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def output_path_for(rel_path: str, dst: Path, output_extension: str | None = None) -> Path:
+    """The mirrored output path: same folders and name; the extension is kept when the
+    container can be written, else ``output_extension`` (default .mkv) is appended."""
+    relative = Path(rel_path)
+    if output_extension:
+        suffix = output_extension if output_extension.startswith(".") else "." + output_extension
+        return dst / relative.with_suffix(suffix) if relative.suffix else dst / (rel_path + suffix)
+    if relative.suffix.lower() in WRITABLE_EXTENSIONS:
+        return dst / relative
+    return dst / (rel_path + DEFAULT_OUTPUT_EXTENSION)
+
+
+def walk_sources(src: Path, dst: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                 output_extension: str | None = None) -> Iterator[SourceFile]:
+    """Regular files under ``src`` in a stable order, minus excluded ones and anything
+    under ``dst`` (a destination inside the source must not feed itself)."""
+    src = src.resolve()
+    dst_resolved = dst.resolve()
+    for folder, subfolders, files in os.walk(src):
+        here = Path(folder)
+        subfolders[:] = sorted(
+            name for name in subfolders
+            if name != STATE_DIR_NAME and (here / name).resolve() != dst_resolved
+        )
+        for name in sorted(files):
+            path = here / name
+            rel_path = path.relative_to(src).as_posix()
+            if include and not matches(rel_path, include):
+                continue
+            if exclude and matches(rel_path, exclude):
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished or a dangling link
+            if not path.is_file():
+                continue
+            yield SourceFile(path, rel_path, output_path_for(rel_path, dst, output_extension), stat.st_size)
+
+
+def fingerprint(path: Path, options_digest: str) -> str:
+    """Size, modification time and a hash of the first and last 64 KiB, plus the
+    options: a change in any of them means the output must be made again."""
+    try:
+        stat = path.stat()
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            digest.update(handle.read(FINGERPRINT_BYTES))
+            if stat.st_size > FINGERPRINT_BYTES:
+                handle.seek(max(FINGERPRINT_BYTES, stat.st_size - FINGERPRINT_BYTES))
+                digest.update(handle.read(FINGERPRINT_BYTES))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()[:32]}:{options_digest}"
+
+
+def _is_still_image_format(format_name: str) -> bool:
+    names = format_name.split(",")
+    return any(name == "image2" or name.endswith("_pipe") for name in names)
+
+
+def probe(path: Path) -> ProbeResult:
+    """Classify one file without decoding it (demuxer headers only)."""
+    import av
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return ProbeResult("bad", f"cannot read ({exc.strerror})")
+    if size == 0:
+        return ProbeResult("bad" if path.suffix.lower() in VIDEO_EXTENSIONS else "skip", "empty file")
+    try:
+        with av.open(str(path)) as container:
+            videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+            if not videos:
+                return ProbeResult("skip", "no video stream")
+            if _is_still_image_format(container.format.name):
+                return ProbeResult("skip", "a still image (upscale images with 'vapsr-video IN OUT')")
+            stream = videos[0]
+            duration = None
+            if container.duration:
+                duration = container.duration / av.time_base
+            elif stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            est_frames = stream.frames or None
+            if not est_frames and duration and stream.average_rate:
+                est_frames = round(duration * float(stream.average_rate))
+            return ProbeResult("video", None, duration, est_frames)
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        detail = " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return ProbeResult("bad", f"not a readable media file ({detail})")
+        return ProbeResult("skip", "not a media file")

@@ -1,0 +1,80 @@
+"""Reconciling the source tree with the job database before a run.
+
+For each input: unchanged and done (output present) -> nothing to do; unchanged
+and failed for a reason in the file itself -> stays failed (unless retrying is
+asked for); new, changed (size, mtime, head/tail hash or options), failed on a
+passing problem, or done but its output deleted -> to do. Only new and changed
+files are probed, so a rerun over a large finished archive reads 128 KiB a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vapsr_video.batch.discovery import SourceFile, fingerprint, probe
+from vapsr_video.batch.jobs_db import JobRow, JobsDB
+from vapsr_video.errors import InputError
+
+
+@dataclass(frozen=True)
+class Decision:
+    source: SourceFile
+    action: str  # "todo", "redo", "resume", "up-to-date", "skip", "fail"
+    reason: str | None = None
+    fingerprint: str = ""
+    duration: float | None = None
+    est_frames: int | None = None
+
+
+def decide(source: SourceFile, row: JobRow | None, options_digest: str, *, overwrite: bool,
+           retry_failed: bool, taken_outputs: set[Path]) -> Decision:
+    try:
+        digest = fingerprint(source.path, options_digest)
+    except InputError as exc:
+        return Decision(source, "fail", str(exc))
+    if source.output in taken_outputs:
+        return Decision(source, "fail", f"its output {source.output} is also the output of another input; "
+                                        "rename one or pass --output-ext", digest)
+    taken_outputs.add(source.output)
+    if row is not None and row.fingerprint == digest:
+        if row.state == "done" and Path(row.output).is_file():
+            return Decision(source, "up-to-date", None, digest)
+        if row.state == "skipped" or (row.state == "failed" and row.permanent and not retry_failed):
+            return Decision(source, "skip" if row.state == "skipped" else "fail", row.reason, digest)
+        if row.state in ("pending", "running"):
+            return Decision(source, "resume", None, digest)
+    found = probe(source.path)
+    if found.kind == "skip":
+        return Decision(source, "skip", found.reason, digest)
+    if found.kind == "bad":
+        return Decision(source, "fail", f"{source.path}: {found.reason}", digest)
+    if row is None and source.output.exists() and not overwrite:
+        return Decision(source, "skip", "its output already exists and is not from this batch; "
+                                        "pass --overwrite to replace it", digest)
+    action = "todo" if row is None or row.state == "skipped" else "redo"
+    return Decision(source, action, None, digest, found.duration, found.est_frames)
+
+
+def reconcile(db: JobsDB | None, sources: Iterable[SourceFile], options_digest: str, *, overwrite: bool = False,
+              retry_failed: bool = False, record: bool = True) -> list[Decision]:
+    """Decide what to do with every source; with ``record``, write it to ``db``."""
+    decisions: list[Decision] = []
+    taken: set[Path] = set()
+    for source in sources:
+        row = db.job_by_path(source.rel_path) if db is not None else None
+        decision = decide(source, row, options_digest, overwrite=overwrite, retry_failed=retry_failed,
+                          taken_outputs=taken)
+        decisions.append(decision)
+        if not record or db is None or decision.action in ("up-to-date", "resume"):
+            continue
+        if row is not None and decision.action in ("skip", "fail") and row.fingerprint == decision.fingerprint \
+                and row.state in ("skipped", "failed"):
+            continue  # already recorded as such
+        state = {"todo": "pending", "redo": "pending", "skip": "skipped", "fail": "failed"}[decision.action]
+        db.upsert_discovered(rel_path=source.rel_path, source=str(source.path), output=str(source.output),
+                             fingerprint=decision.fingerprint or "?", state=state, reason=decision.reason,
+                             permanent=decision.action == "fail", input_bytes=source.size,
+                             duration=decision.duration, est_frames=decision.est_frames)
+    return decisions

@@ -1,0 +1,196 @@
+"""Doing one claimed unit of work: a whole file, one segment, or an assembly.
+
+Nothing here touches the job database, so the same code runs in a local worker
+thread and in a Ray actor; the caller records the outcome. Everything a unit
+writes goes to its own folder under ``DST/.vapsr-batch/work/<job id>/`` and
+reaches its final path by an atomic rename, so a unit that dies leaves nothing
+half-written anywhere else, and its leftovers are wiped when it is redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vapsr_video.batch.discovery import STATE_DIR_NAME
+from vapsr_video.batch.jobs_db import Claim
+from vapsr_video.batch.segments import SegmentRange, assemble, plan_segments
+from vapsr_video.errors import InputError, OutputError, UsageError, VapsrError, WeightsError
+
+Progress = Callable[[int], None]
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Everything a worker needs besides its model; picklable, for Ray."""
+
+    dst: Path
+    encode: Any = None  # vapsr_video.video.pipeline.EncodeOptions
+    batch_size: int = 4
+    segment_seconds: float = 300.0
+    state_dir: Path = field(default=Path())
+
+    def __post_init__(self) -> None:
+        if self.state_dir == Path():
+            object.__setattr__(self, "state_dir", self.dst / STATE_DIR_NAME)
+
+    @property
+    def work_root(self) -> Path:
+        return self.state_dir / "work"
+
+    def work_dir(self, job_id: int) -> Path:
+        return self.work_root / str(job_id)
+
+    def segment_path(self, job_id: int, idx: int, suffix: str) -> Path:
+        return self.work_dir(job_id) / f"segment-{idx:05d}{suffix}"
+
+
+@dataclass(frozen=True)
+class Finished:
+    frames: int
+    seconds: float
+    output_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Planned:
+    ranges: list[SegmentRange]
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def publish(staged: Path, final: Path) -> int:
+    """Move a complete file to its final path: fsync, atomic rename, fsync the folder."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Temporary files are created private; the output gets the permissions a new file normally has.
+        os.chmod(staged, 0o666 & ~_UMASK)
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, final)
+    except OSError as exc:
+        raise OutputError(f"{final}: cannot write ({exc.strerror})") from exc
+    _fsync_folder(final.parent)
+    return final.stat().st_size
+
+
+def fresh_folder(folder: Path) -> Path:
+    """An empty folder: whatever a dead attempt left there is discarded."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _upscale(source: str, target: Path, upscaler: object, settings: BatchSettings, progress: Progress | None,
+             **kwargs: Any) -> Any:
+    from vapsr_video.video.pipeline import upscale_video
+
+    return upscale_video(source, target, upscaler, settings.encode, batch_size=settings.batch_size,
+                         progress=progress, overwrite=True, **kwargs)
+
+
+def _duration(source: str) -> float | None:
+    from vapsr_video.batch.discovery import probe
+
+    return probe(Path(source)).duration
+
+
+def run_job(claim: Claim, settings: BatchSettings, upscaler: object, progress: Progress | None = None
+            ) -> Finished | Planned:
+    """A new file: process it in one pass, or (when long) plan its segments."""
+    job = claim.job
+    work = fresh_folder(settings.work_dir(job.id))
+    duration = job.duration if job.duration is not None else _duration(job.source)
+    if settings.segment_seconds > 0 and duration and duration > 1.5 * settings.segment_seconds:
+        ranges = plan_segments(job.source, settings.segment_seconds)
+        if len(ranges) > 1:
+            return Planned(ranges)
+    started = time.perf_counter()
+    staged = work / ("output" + Path(job.output).suffix)
+    result = _upscale(job.source, staged, upscaler, settings, progress)
+    size = publish(staged, Path(job.output))
+    shutil.rmtree(work, ignore_errors=True)
+    return Finished(result.frames, time.perf_counter() - started, size)
+
+
+def run_segment(claim: Claim, settings: BatchSettings, upscaler: object, progress: Progress | None = None
+                ) -> Finished:
+    """One segment of a long file, kept in the job's work folder once complete."""
+    assert claim.segment is not None
+    job, segment = claim.job, claim.segment
+    suffix = Path(job.output).suffix
+    final = settings.segment_path(job.id, segment.idx, suffix)
+    scratch = fresh_folder(final.with_suffix(".tmp"))
+    started = time.perf_counter()
+    start = float("-inf") if segment.start is None else segment.start
+    end = float("inf") if segment.end is None else segment.end
+    staged = scratch / ("segment" + suffix)
+    result = _upscale(job.source, staged, upscaler, settings, progress, time_range=(start, end),
+                      copy_streams=False)
+    size = publish(staged, final)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return Finished(result.frames, time.perf_counter() - started, size)
+
+
+def run_assembly(claim: Claim, settings: BatchSettings, segment_count: int) -> Finished:
+    """Join the finished segments of a long file into its final output."""
+    job = claim.job
+    suffix = Path(job.output).suffix
+    pieces = [settings.segment_path(job.id, idx, suffix) for idx in range(segment_count)]
+    missing = [p.name for p in pieces if not p.is_file()]
+    if missing:
+        raise OutputError(f"{job.output}: finished segments are missing from {settings.work_dir(job.id)}: "
+                          f"{', '.join(missing)}")
+    started = time.perf_counter()
+    scratch = fresh_folder(settings.work_dir(job.id) / "assembly.tmp")
+    staged = scratch / ("output" + suffix)
+    frames = assemble(job.source, pieces, staged)
+    size = publish(staged, Path(job.output))
+    shutil.rmtree(settings.work_dir(job.id), ignore_errors=True)
+    return Finished(frames, time.perf_counter() - started, size)
+
+
+def discard_work(settings: BatchSettings, job_id: int) -> None:
+    shutil.rmtree(settings.work_dir(job_id), ignore_errors=True)
+
+
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM})
+
+
+def classify_error(exc: BaseException) -> tuple[str, bool, bool]:
+    """(one-line reason, permanent, transient) for an exception a unit raised.
+
+    Permanent: the file or the options are at fault; retrying cannot help.
+    Transient: the machine was momentarily short of something (device memory,
+    disk space); worth retrying after a pause. Anything else is retried too,
+    up to the attempt limit, since it may be a fluke.
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, InputError | WeightsError | UsageError):
+        return text, True, False
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower():
+        return f"out of device memory ({text})", False, True
+    cause = exc.__cause__ if isinstance(exc, OutputError) else exc
+    if isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS:
+        return text, False, True
+    if isinstance(exc, VapsrError):
+        return text, False, False
+    return f"{type(exc).__name__}: {text}", False, False
