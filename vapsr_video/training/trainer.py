@@ -122,7 +122,12 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
-        self.config.iterations = int(state["config"]["iterations"])
+        planned = int(state["config"]["iterations"])
+        if self.config.iterations and self.config.iterations != planned:
+            # Lengthening or shortening a run re-stretches the cosine schedule from here on.
+            log.info("changing the run's length from %d to %d iterations", planned, self.config.iterations)
+        else:
+            self.config.iterations = planned
         self.history = json.loads(state["history"])
         self.copied = json.loads(state["copied"])
         log.info("resumed from %s at iteration %d of %d", self.checkpoint_path, self.iteration,
