@@ -33,8 +33,8 @@ def run_tiled(
             ctx_bottom, ctx_right = min(bottom + overlap, height), min(right + overlap, width)
             piece = forward(frames[:, :, ctx_top:ctx_bottom, ctx_left:ctx_right])
             if output is None:
-                output = piece.new_empty((batch, piece.shape[1], height * scale, width * scale),
-                                         memory_format=torch.contiguous_format)
+                output = torch.empty((batch, piece.shape[1], height * scale, width * scale),
+                                     dtype=piece.dtype, device=piece.device)
             y0, x0 = (top - ctx_top) * scale, (left - ctx_left) * scale
             output[:, :, top * scale:bottom * scale, left * scale:right * scale] = (
                 piece[:, :, y0:y0 + (bottom - top) * scale, x0:x0 + (right - left) * scale]

@@ -18,7 +18,9 @@ from vapsr_video.model.weights import load_model
 log = logging.getLogger(__name__)
 
 MIN_TILE = 32  # below this the overlap dominates and an OOM is not a tiling problem
-DEFAULT_OVERLAP = 32
+# Context around each tile, in input pixels. Measured on uniform noise (the worst case)
+# with the authors' x4 checkpoint: 32 leaves up to 1.5/255 at tile seams, 40 under 0.12/255.
+DEFAULT_OVERLAP = 40
 
 
 class Upscaler:
