@@ -62,7 +62,7 @@ def plane_dtype(clip: ClipDescription) -> np.dtype:
         )
     if clip.color_family == RGB and clip.sample_type == FLOAT and clip.bits_per_sample in (16, 32):
         return np.dtype(np.float16 if clip.bits_per_sample == 16 else np.float32)
-    name = clip.format_name or "this format"
+    name = clip.format_name.upper() or "this format"  # the C API spells it "Gray16", Python "GRAY16"
     accepted = "takes float RGB clips (vs.RGBS, or vs.RGBH for fp16)"
     if clip.color_family == YUV:
         how = (f"add {TO_RGBS_FROM_YUV} before it (use your source's matrix: 709 for HD, 170m for SD, "
