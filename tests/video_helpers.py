@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from vapsr_video.model.vapsr import ModelConfig, VapSR
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
@@ -72,14 +75,16 @@ def rgb_frames(path: Path, width: int | None = None, height: int | None = None) 
     height = height or info["height"]
     # -noautorotate: compare the stored pixels, not the displayed orientation
     command = [FFMPEG or "ffmpeg", "-v", "error", "-noautorotate", "-i", str(path), "-map", "0:v:0",
-               "-vf", f"scale={width}:{height}:flags=area", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-"]
+               "-vf", f"scale={width}:{height}:flags=area+full_chroma_int+accurate_rnd",
+               "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-"]
     raw = subprocess.run(command, capture_output=True, check=True).stdout
     frames = np.frombuffer(raw, dtype="<u2").reshape(-1, height, width, 3)
     return frames.astype(np.float32) / 65535.0
 
 
 FRAMES = 12
-SOURCE = "testsrc2=size={size}:rate={rate}"
+# Smooth moving colour gradients: chroma detail a 4:2:0 round trip keeps, so colour errors stand out.
+SOURCE = "gradients=size={size}:rate={rate}:speed=0.1:nb_colors=3"
 AUDIO = "sine=frequency={freq}:sample_rate=48000:duration=1"
 
 
@@ -130,13 +135,14 @@ def make_hevc_10bit_pq(path: Path) -> Path:
 
 def make_odd_444(path: Path) -> Path:
     """Odd frame size (63x47) in 4:4:4, stored losslessly in FFV1/MKV."""
-    ffmpeg(*_video_source("63x47"), "-vf", f"trim=end_frame={FRAMES}", "-c:v", "ffv1", "-pix_fmt", "yuv444p", path)
+    ffmpeg(*_video_source(), "-vf", f"trim=end_frame={FRAMES},scale=63:47", "-c:v", "ffv1", "-pix_fmt", "yuv444p",
+           path)
     return path
 
 
 def make_full_range_709(path: Path) -> Path:
-    """Full-range BT.709 H.264 (as cameras and screen recorders write it)."""
-    ffmpeg(*_video_source(), "-vf", f"trim=end_frame={FRAMES},scale=out_color_matrix=bt709:out_range=full",
+    """Full-range BT.709 H.264 (as cameras and screen recorders write it), anamorphic (SAR 4:3)."""
+    ffmpeg(*_video_source(), "-vf", f"trim=end_frame={FRAMES},scale=out_color_matrix=bt709:out_range=full,setsar=4/3",
            "-c:v", "libx264", "-pix_fmt", "yuvj420p", "-color_range", "pc", "-colorspace", "bt709",
            "-color_primaries", "bt709", "-color_trc", "bt709", path)
     return path
@@ -157,3 +163,62 @@ def make_prores_pcm_mov(path: Path) -> Path:
     ffmpeg(*_video_source(), *_audio_source(), "-vf", f"trim=end_frame={FRAMES}",
            "-c:v", "prores_ks", "-profile:v", "0", "-pix_fmt", "yuv422p10le", "-c:a", "pcm_s16le", path)
     return path
+
+
+def make_bayer_nut(path: Path) -> Path:
+    """Raw Bayer-mosaic frames (a camera sensor dump): a pixel format this tool does not handle."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "bayer_rggb8"
+        for index in range(3):
+            frame = av.VideoFrame(64, 48, "bayer_rggb8")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def corrupt_one_packet(source: Path, target: Path, index: int = 5) -> Path:
+    """Copy ``source``'s video packets into an MKV, with the second part of packet ``index`` replaced by noise."""
+    import av
+
+    rng = np.random.default_rng(1)
+    with av.open(str(source)) as reader, av.open(str(target), "w") as writer:
+        video = reader.streams.video[0]
+        output = writer.add_stream_from_template(video)
+        count = 0
+        for packet in reader.demux(video):
+            if packet.size == 0:
+                continue
+            if count == index:
+                data = bytearray(bytes(packet))
+                cut = len(data) // 3
+                data[cut:] = rng.integers(0, 256, len(data) - cut, dtype=np.uint8).tobytes()
+                damaged = av.Packet(bytes(data))
+                damaged.pts, damaged.dts, damaged.duration = packet.pts, packet.dts, packet.duration
+                damaged.time_base, damaged.is_keyframe = packet.time_base, packet.is_keyframe
+                packet = damaged
+            packet.stream = output
+            writer.mux(packet)
+            count += 1
+    return target
+
+
+def nearest_neighbour_vapsr(scale: int = 2) -> VapSR:
+    """A VapSR whose weights make it plain pixel replication: a deterministic upscaler whose output,
+    area-scaled back down, is its input again (so content checks do not depend on training)."""
+    if scale not in (2, 3):
+        raise ValueError("the x4 upsampler has a different layout")
+    model = VapSR(ModelConfig(scale=scale, num_feat=8, num_blocks=1))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        expand, project = model.upsampler[0], model.upsampler[2]
+        for channel in range(3):
+            model.conv_first.weight[channel, channel, 1, 1] = 1.0
+            expand.weight[channel, channel, 1, 1] = 1.0
+            for sub_pixel in range(scale * scale):
+                project.weight[channel * scale * scale + sub_pixel, channel, 1, 1] = 1.0
+    return model.eval()

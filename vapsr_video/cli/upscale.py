@@ -1,30 +1,155 @@
-"""``vapsr-video IN OUT``: upscale one video or image file."""
+"""``vapsr-video IN OUT``: upscale one video or image file.
+
+Whether IN is a video or a still image is found by probing its contents (not
+its extension); images go to the still-image writer, videos to the streaming
+pipeline.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vapsr_video.cli.options import add_model_arguments, upscaler_from_arguments
+from vapsr_video.errors import UsageError
+
+if TYPE_CHECKING:
+    from vapsr_video.video.encoder import EncodeOptions
+    from vapsr_video.video.probe import VideoInfo
+
+log = logging.getLogger("vapsr_video")
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """Video encoder options, named as in FFmpeg (shared with ``vapsr-video batch``)."""
+    group = parser.add_argument_group("video encoding (default: same codec, bit depth and chroma as the input)")
+    group.add_argument("--codec", metavar="ENCODER",
+                       help="video encoder, e.g. libx264, libx265, libsvtav1, libvpx-vp9, prores_ks, ffv1")
+    group.add_argument("--crf", type=int, metavar="N",
+                       help="constant quality (x264 default 18, x265 20, SVT-AV1 30, VP9 24; lower is better)")
+    group.add_argument("--preset", metavar="NAME", help="encoder speed preset, e.g. slow, medium, fast (x264/x265), "
+                       "0-13 (SVT-AV1)")
+    group.add_argument("--pix-fmt", metavar="FORMAT", help="output pixel format, e.g. yuv420p, yuv420p10le")
+    group.add_argument("--bitrate", metavar="RATE", help="target bit rate, e.g. 8M or 2500k (instead of --crf)")
+    group.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="any encoder option, as FFmpeg's -KEY VALUE (repeatable), e.g. tune=film")
+
+
+def encode_options_from_arguments(args: argparse.Namespace) -> EncodeOptions:
+    from vapsr_video.video.encoder import EncodeOptions
+
+    options: dict[str, str] = {}
+    for item in args.encoder_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--encoder-option {item!r} is not KEY=VALUE")
+        options[key.strip()] = value
+    return EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                         bitrate=args.bitrate, encoder_options=options)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vapsr-video",
-        description="Upscale a video or an image with VapSR. Subcommands: eval, batch, train (see 'vapsr-video CMD -h').",
+        description="Upscale a video or an image with VapSR. "
+                    "Subcommands: eval, batch, train (see 'vapsr-video CMD -h').",
+        epilog="Exit codes: 0 done, 1 unexpected failure, 2 bad arguments, 3 unusable input, "
+               "4 output cannot be written, 5 unusable weights, 130 interrupted.",
     )
     parser.add_argument("input", help="video or image to upscale")
     parser.add_argument("output", help="where to write the result (format from the extension)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (warnings still shown)")
     add_model_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+                        help="video frames per forward pass (default 4)")
+    add_encoder_arguments(parser)
     return parser
+
+
+class _TqdmSafeHandler(logging.Handler):
+    """Warnings as one line each on stderr, without tearing a progress bar apart."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"vapsr-video: {record.levelname.lower()}: {' '.join(record.getMessage().split())}",
+                   file=sys.stderr)
+
+
+def configure_logging() -> None:
+    if not any(isinstance(handler, _TqdmSafeHandler) for handler in log.handlers):
+        log.addHandler(_TqdmSafeHandler())
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _video_options_given(args: argparse.Namespace) -> bool:
+    return any((args.codec, args.crf is not None, args.preset, args.pix_fmt, args.bitrate, args.encoder_option))
 
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    from vapsr_video.imaging.image_files import upscale_image_file
+    configure_logging()
+    from vapsr_video.safe_output import check_output_path
+    from vapsr_video.video.probe import probe_video
 
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {args.batch_size}")
+    check_output_path(args.input, args.output, overwrite=args.overwrite)
+    info = probe_video(args.input)
+    if info.is_image:
+        from vapsr_video.imaging.image_files import upscale_image_file
+
+        if _video_options_given(args):
+            log.warning("video encoder options are ignored for a still image")
+        upscaler = upscaler_from_arguments(args)
+        upscale_image_file(args.input, args.output, upscaler, overwrite=args.overwrite)
+        if not args.quiet:
+            print(f"{args.input} -> {args.output} ({human_size(Path(args.output).stat().st_size)})")
+        return 0
+    if Path(args.output).suffix.lower() in IMAGE_EXTENSIONS:
+        raise UsageError(f"{args.output}: cannot write a video ({args.input}) to an image file; "
+                         "use a video extension such as .mp4 or .mkv")
+    return _upscale_video(args, info)
+
+
+def _upscale_video(args: argparse.Namespace, info: VideoInfo) -> int:
+    from tqdm import tqdm
+
+    from vapsr_video.video.pipeline import upscale_video
+
+    encode = encode_options_from_arguments(args)
     upscaler = upscaler_from_arguments(args)
-    upscale_image_file(args.input, args.output, upscaler, overwrite=args.overwrite)
+    bar = tqdm(total=info.frames or None, unit="frame", disable=args.quiet, dynamic_ncols=True,
+               desc=Path(args.input).name, file=sys.stderr, leave=False)
+    try:
+        result = upscale_video(args.input, args.output, upscaler, encode, batch_size=args.batch_size,
+                               progress=bar.update, overwrite=args.overwrite)
+    finally:
+        bar.close()
+    if not args.quiet:
+        fps = result.frames / result.seconds if result.seconds > 0 else 0.0
+        notes = ""
+        if result.decode_errors:
+            notes += f", {result.decode_errors} damaged packet(s) skipped"
+        if result.dropped_streams:
+            notes += f", {len(result.dropped_streams)} stream(s) left out"
+        print(f"{args.input} -> {args.output}: {result.frames} frames in {result.seconds:.1f} s "
+              f"({fps:.2f} fps), {human_size(result.output_bytes)}{notes}")
     return 0

@@ -6,8 +6,9 @@ CPU-side colour conversion sits in the hot path; the conversion to RGB and back
 is a handful of tensor operations next to the model.
 
 Conventions (documented in docs/video.md):
-- chroma is treated as centre-sited: up-sampling is bilinear, down-sampling a box
-  average, which are each other's inverse on flat areas and keep edges in place;
+- chroma is resampled where the stream says its samples sit (left, centre,
+  top-left, ...; MPEG-2 "left" when untagged, centre for JPEG-range yuvj):
+  linear interpolation up, a tent filter centred on each chroma site down;
 - an untagged matrix is BT.709 for HD sizes and BT.601 below (what players assume),
   and the output is tagged with the matrix actually used, so a player does not
   guess differently at the larger output size.
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # FFmpeg's AVColorSpace values (matrix coefficients) -> (Kr, Kb)
 _BT601 = (0.299, 0.114)
@@ -160,6 +160,8 @@ class ColourSpec:
     full_range: bool
     primaries: int = UNSPECIFIED
     transfer: int = UNSPECIFIED
+    chroma_location: int = 1  # AVChromaLocation used for resampling (left unless the stream says otherwise)
+    chroma_location_tag: int = 0  # what the stream said (0: unspecified), carried over as is
 
     @property
     def coefficients(self) -> tuple[float, float]:
@@ -180,7 +182,10 @@ def colour_spec(frame: av.VideoFrame, pix_fmt: str) -> ColourSpec:
     matrix = frame.colorspace if frame.colorspace in MATRIX_COEFFICIENTS else default_matrix(frame.width,
                                                                                                 frame.height)
     full = frame.color_range == RANGE_FULL or pix_fmt.startswith("yuvj") or pix_fmt.startswith("gbrp")
-    return ColourSpec(matrix=matrix, full_range=full, primaries=frame.color_primaries, transfer=frame.color_trc)
+    tag = int(getattr(frame, "chroma_location", None) or getattr(frame, "chroma_sample_location", 0) or 0)
+    location = tag if tag in CHROMA_SITING else default_chroma_location(pix_fmt)
+    return ColourSpec(matrix=matrix, full_range=full, primaries=frame.color_primaries, transfer=frame.color_trc,
+                      chroma_location=location, chroma_location_tag=tag)
 
 
 def _rgb_from_yuv_matrix(kr: float, kb: float) -> torch.Tensor:
@@ -209,24 +214,82 @@ def _split_planes(samples: torch.Tensor, layout: PlaneLayout) -> list[torch.Tens
     return planes
 
 
-def _upsample_chroma(chroma: torch.Tensor, layout: PlaneLayout) -> torch.Tensor:
-    shift_x, shift_y = layout.chroma_shift
-    if shift_x == 0 and shift_y == 0:
-        return chroma
-    rows, columns = chroma.shape[-2:]
-    full = F.interpolate(chroma, size=(rows << shift_y, columns << shift_x), mode="bilinear", align_corners=False)
-    return full[..., :layout.height, :layout.width]
+# AVChromaLocation -> position of the first chroma sample in luma pixels, as a fraction of the
+# subsampling step (0: co-sited with the first luma sample, 0.5: centred between two, 1: on the second).
+CHROMA_SITING: dict[int, tuple[float, float]] = {
+    1: (0.0, 0.5),  # left (MPEG-2, H.264, HEVC default for 4:2:0)
+    2: (0.5, 0.5),  # center (MPEG-1, JPEG)
+    3: (0.0, 0.0),  # top-left (BT.2020 / UHD masters)
+    4: (0.5, 0.0),  # top
+    5: (0.0, 1.0),  # bottom-left
+    6: (0.5, 1.0),  # bottom
+}
+CHROMA_LEFT, CHROMA_CENTER = 1, 2
 
 
-def _downsample_chroma(chroma: torch.Tensor, layout: PlaneLayout) -> torch.Tensor:
-    shift_x, shift_y = layout.chroma_shift
-    if shift_x == 0 and shift_y == 0:
-        return chroma
-    rows, columns = layout.plane_shapes[1]
-    pad_bottom, pad_right = (rows << shift_y) - layout.height, (columns << shift_x) - layout.width
-    if pad_bottom or pad_right:
-        chroma = F.pad(chroma, (0, pad_right, 0, pad_bottom), mode="replicate")
-    return F.avg_pool2d(chroma, kernel_size=(1 << shift_y, 1 << shift_x))
+def default_chroma_location(pix_fmt: str) -> int:
+    """What decoders assume when a stream does not say: JPEG-style centre for yuvj, else MPEG-2 left."""
+    return CHROMA_CENTER if pix_fmt.startswith("yuvj") else CHROMA_LEFT
+
+
+def _resampling_matrices(full: int, reduced: int, factor: int, siting: float,
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(up, down): linear interpolation (full x reduced) and its tent-filter counterpart (reduced x full)
+    for chroma samples that sit at ``factor * i + siting * (factor - 1)`` luma pixels."""
+    offset = siting * (factor - 1)
+    up = torch.zeros(full, reduced, dtype=torch.float64)
+    position = (torch.arange(full, dtype=torch.float64) - offset) / factor
+    position = position.clamp(0, reduced - 1)
+    lower = position.floor().long()
+    upper = (lower + 1).clamp(max=reduced - 1)
+    weight = position - lower
+    rows = torch.arange(full)
+    up.index_put_((rows, lower), 1 - weight, accumulate=True)
+    up.index_put_((rows, upper), weight, accumulate=True)
+    centres = torch.arange(reduced, dtype=torch.float64) * factor + offset
+    distance = (torch.arange(full, dtype=torch.float64)[None, :] - centres[:, None]).abs()
+    down = (1 - distance / factor).clamp(min=0)
+    down /= down.sum(dim=1, keepdim=True)
+    return up.float().to(device), down.float().to(device)
+
+
+_MATRICES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _chroma_matrices(layout: PlaneLayout, location: int, axis: int,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    shift = layout.chroma_shift[axis]
+    if shift == 0:
+        return None
+    full = layout.width if axis == 0 else layout.height
+    reduced = layout.plane_shapes[1][1 - axis]
+    siting = CHROMA_SITING.get(location, CHROMA_SITING[CHROMA_LEFT])[axis]
+    key = (full, reduced, shift, siting, str(device))
+    if key not in _MATRICES:
+        _MATRICES[key] = _resampling_matrices(full, reduced, 1 << shift, siting, device)
+    return _MATRICES[key]
+
+
+def _upsample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int) -> torch.Tensor:
+    """(N, 2, rows, columns) chroma -> (N, 2, H, W), linear interpolation that honours the siting."""
+    horizontal = _chroma_matrices(layout, location, 0, chroma.device)
+    vertical = _chroma_matrices(layout, location, 1, chroma.device)
+    if horizontal is not None:
+        chroma = chroma @ horizontal[0].T
+    if vertical is not None:
+        chroma = vertical[0] @ chroma
+    return chroma
+
+
+def _downsample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int) -> torch.Tensor:
+    """(N, 2, H, W) chroma -> the plane size of ``layout``, a tent filter centred on each chroma site."""
+    horizontal = _chroma_matrices(layout, location, 0, chroma.device)
+    vertical = _chroma_matrices(layout, location, 1, chroma.device)
+    if horizontal is not None:
+        chroma = chroma @ horizontal[1].T
+    if vertical is not None:
+        chroma = vertical[1] @ chroma
+    return chroma
 
 
 def yuv_to_rgb(samples: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torch.Tensor:
@@ -241,7 +304,7 @@ def yuv_to_rgb(samples: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> 
         return torch.stack([red, green, blue], dim=1) / float(layout.peak)
     luma = (planes[0] - y_offset) / y_scale
     chroma = (torch.stack(planes[1:], dim=1) - c_offset) / c_scale
-    chroma = _upsample_chroma(chroma, layout)
+    chroma = _upsample_chroma(chroma, layout, spec.chroma_location)
     yuv = torch.cat([luma.unsqueeze(1), chroma], dim=1)
     matrix = _rgb_from_yuv_matrix(*spec.coefficients).to(samples.device)
     return torch.einsum("ij,njhw->nihw", matrix, yuv)
@@ -264,5 +327,5 @@ def rgb_to_yuv(rgb: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torc
     if layout.family == "gray":
         return luma_codes
     chroma = torch.stack([(rgb[:, 2] - luma) / (2.0 * (1.0 - kb)), (rgb[:, 0] - luma) / (2.0 * (1.0 - kr))], dim=1)
-    chroma = _downsample_chroma(chroma, layout) * c_scale + c_offset
+    chroma = _downsample_chroma(chroma, layout, spec.chroma_location) * c_scale + c_offset
     return torch.cat([luma_codes, _quantize(chroma[:, 0], layout), _quantize(chroma[:, 1], layout)], dim=1)

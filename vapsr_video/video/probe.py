@@ -81,11 +81,22 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
+def _tag_seconds(text: str | None) -> float | None:
+    """Matroska's per-stream ``DURATION`` tag, ``HH:MM:SS.nnnnnnnnn``."""
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = text.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
 def describe(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> VideoInfo:
     context = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     frame_rate = float(rate) if rate else 0.0
-    duration = _seconds(stream.duration, stream.time_base)
+    duration = _seconds(stream.duration, stream.time_base) or _tag_seconds(stream.metadata.get("DURATION"))
     if duration is None and container.duration is not None:
         duration = container.duration / av.time_base
     duration = duration or 0.0
