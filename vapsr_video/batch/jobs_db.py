@@ -266,16 +266,16 @@ class JobsDB:
 
     def upsert_discovered(self, *, rel_path: str, source: str, output: str, fingerprint: str, state: str,
                           reason: str | None, permanent: bool, input_bytes: int, duration: float | None,
-                          est_frames: int | None) -> None:
+                          est_frames: int | None, run_id: int | None = None) -> None:
         """Record what discovery found for one input (see ``sync`` in discovery for the rules)."""
         with self.transaction() as db:
             row = db.execute("SELECT * FROM jobs WHERE rel_path = ?", (rel_path,)).fetchone()
             if row is None:
                 db.execute(
                     """INSERT INTO jobs (rel_path, source, output, fingerprint, state, reason, permanent,
-                       input_bytes, duration, est_frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       input_bytes, duration, est_frames, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (rel_path, source, output, fingerprint, state, reason, int(permanent), input_bytes,
-                     duration, est_frames))
+                     duration, est_frames, run_id))
                 return
             if row["state"] == "running" and row["owner"] and not self._owner_dead(row["owner"], row["heartbeat"]):
                 return  # another live process is on it; never pull a job from under it
@@ -284,9 +284,10 @@ class JobsDB:
                 """UPDATE jobs SET source = ?, output = ?, fingerprint = ?, state = ?, reason = ?, permanent = ?,
                    attempts = 0, interruptions = 0, not_before = 0, owner = NULL, heartbeat = NULL,
                    segmented = 0, input_bytes = ?, duration = ?, est_frames = ?, frames = NULL,
-                   work_seconds = NULL, output_bytes = NULL, started = NULL, finished = NULL WHERE id = ?""",
+                   work_seconds = NULL, output_bytes = NULL, started = NULL, finished = NULL, run_id = ?
+                   WHERE id = ?""",
                 (source, output, fingerprint, state, reason, int(permanent), input_bytes, duration, est_frames,
-                 row["id"]))
+                 run_id, row["id"]))
 
     # ---- leases -------------------------------------------------------------------
 

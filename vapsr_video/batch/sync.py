@@ -58,7 +58,7 @@ def decide(source: SourceFile, row: JobRow | None, options_digest: str, *, overw
 
 
 def reconcile(db: JobsDB | None, sources: Iterable[SourceFile], options_digest: str, *, overwrite: bool = False,
-              retry_failed: bool = False, record: bool = True) -> list[Decision]:
+              retry_failed: bool = False, record: bool = True, run_id: int | None = None) -> list[Decision]:
     """Decide what to do with every source; with ``record``, write it to ``db``."""
     decisions: list[Decision] = []
     taken: set[Path] = set()
@@ -76,5 +76,5 @@ def reconcile(db: JobsDB | None, sources: Iterable[SourceFile], options_digest: 
         db.upsert_discovered(rel_path=source.rel_path, source=str(source.path), output=str(source.output),
                              fingerprint=decision.fingerprint or "?", state=state, reason=decision.reason,
                              permanent=decision.action == "fail", input_bytes=source.size,
-                             duration=decision.duration, est_frames=decision.est_frames)
+                             duration=decision.duration, est_frames=decision.est_frames, run_id=run_id)
     return decisions
