@@ -84,7 +84,7 @@ def rgb_frames(path: Path, width: int | None = None, height: int | None = None) 
 
 FRAMES = 12
 # Smooth moving colour gradients: chroma detail a 4:2:0 round trip keeps, so colour errors stand out.
-SOURCE = "gradients=size={size}:rate={rate}:speed=0.1:nb_colors=3"
+SOURCE = "gradients=size={size}:rate={rate}:speed=0.1:nb_colors=3:seed=7"
 AUDIO = "sine=frequency={freq}:sample_rate=48000:duration=1"
 
 
@@ -180,8 +180,10 @@ def make_bayer_nut(path: Path) -> Path:
     return path
 
 
-def corrupt_one_packet(source: Path, target: Path, index: int = 5) -> Path:
-    """Copy ``source``'s video packets into an MKV, with the second part of packet ``index`` replaced by noise."""
+def corrupt_one_packet(source: Path, target: Path, index: int = 5, *, reject: bool = False) -> Path:
+    """Copy ``source``'s video packets into an MKV, with packet ``index`` damaged: its last two thirds
+    replaced by noise (decoders conceal that), or with ``reject`` a NAL length past the packet's end
+    (an H.264 decoder refuses the packet)."""
     import av
 
     rng = np.random.default_rng(1)
@@ -196,6 +198,8 @@ def corrupt_one_packet(source: Path, target: Path, index: int = 5) -> Path:
                 data = bytearray(bytes(packet))
                 cut = len(data) // 3
                 data[cut:] = rng.integers(0, 256, len(data) - cut, dtype=np.uint8).tobytes()
+                if reject:
+                    data[:4] = b"\x7f\xff\xff\xff"
                 damaged = av.Packet(bytes(data))
                 damaged.pts, damaged.dts, damaged.duration = packet.pts, packet.dts, packet.duration
                 damaged.time_base, damaged.is_keyframe = packet.time_base, packet.is_keyframe

@@ -70,7 +70,7 @@ class VideoResult:
     frames: int  # frames written
     seconds: float  # wall-clock time of the whole job
     output_bytes: int
-    decode_errors: int = 0  # damaged packets that were skipped (see docs/video.md)
+    decode_errors: int = 0  # damaged video packets: skipped, or decoded with concealment (see docs/video.md)
     dropped_streams: list[str] = field(default_factory=list)  # streams the output container cannot hold
 
 
@@ -162,6 +162,7 @@ class _Job:
         self.errors: list[BaseException] = []
         self.frames_written = 0
         self.decode_errors = 0
+        self.concealed_frames = 0
         self.cuda = upscaler.device.type == "cuda"
 
         self.video = main_video_stream(container, source)
@@ -262,6 +263,8 @@ class _Job:
                     self._forward_packet(packet)
                     continue
                 for frame in self._decode(packet):
+                    if frame.is_corrupt:
+                        self._note_concealed(frame)
                     pts = frame.pts
                     if pts is None:
                         pts = 0 if last_pts is None else last_pts + self.default_step
@@ -308,6 +311,16 @@ class _Job:
                 seconds = float(packet.pts * self.time_base) if packet.pts is not None else float("nan")
                 log.warning("%s: skipping a damaged video packet at %.3f s (%s)", self.source, seconds, exc)
             return []
+
+    def _note_concealed(self, frame: av.VideoFrame) -> None:
+        # Policy: the decoder patched over damage in this frame; keep it (as a player shows it), so the
+        # frame count and timing stay, and report it.
+        self.decode_errors += 1
+        self.concealed_frames += 1
+        if self.decode_errors <= MAX_DECODE_WARNINGS:
+            seconds = float(frame.pts * self.time_base) if frame.pts is not None else float("nan")
+            log.warning("%s: damaged video data at %.3f s; the decoder concealed it (the frame is kept)",
+                        self.source, seconds)
 
     def _forward_packet(self, packet: av.Packet) -> None:
         if packet.size == 0 or (packet.dts is None and packet.pts is None):
@@ -530,8 +543,9 @@ def upscale_video(
             raise
         job.close()
     if job.decode_errors:
-        log.warning("%s: %d damaged video packet(s) skipped; %d frames written", source, job.decode_errors,
-                    job.frames_written)
+        skipped = job.decode_errors - job.concealed_frames
+        log.warning("%s: damaged video data: %d packet(s) skipped, %d frame(s) concealed; %d frames written",
+                    source, skipped, job.concealed_frames, job.frames_written)
     return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
                        output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
                        dropped_streams=job.dropped_streams)
