@@ -72,31 +72,56 @@ def plan_segments(path: str | Path, segment_seconds: float) -> list[SegmentRange
     return list(itertools.pairwise(bounds))
 
 
+def decode_timestamps(segment_paths: Sequence[Path]) -> tuple[list[int], Fraction]:
+    """New decode timestamps for the joined video packets, in decode order.
+
+    Each segment's encoder starts its own decode clock, and some containers (MKV)
+    store no decode times at all, so they are made afresh: the k-th decode time is
+    the k-th smallest presentation time, shifted back by the largest reordering
+    delay. That is strictly increasing across the joins and never after a packet's
+    presentation time, which is what a muxer requires.
+    """
+    import av
+
+    shown: list[int] = []
+    time_base: Fraction | None = None
+    for segment_path in segment_paths:
+        with av.open(str(segment_path)) as segment:
+            stream = segment.streams.video[0]
+            if time_base is None:
+                time_base = stream.time_base
+            elif stream.time_base != time_base:
+                raise OutputError(f"{segment_path}: its time base {stream.time_base} differs from the first "
+                                  f"segment's {time_base}")
+            for packet in segment.demux(stream):
+                if packet.pts is None:
+                    if packet.dts is None:
+                        continue  # the flush marker
+                    raise OutputError(f"{segment_path}: a video packet has no presentation time")
+                shown.append(packet.pts)
+    ordered = sorted(shown)
+    delay = max((position - pts for position, pts in zip(ordered, shown, strict=True)), default=0)
+    return [position - delay for position in ordered], time_base or Fraction(1, 1000)
+
+
 def _merged_packets(source: object, others: Sequence[object], segment_paths: Sequence[Path],
                     video_out: object, stream_map: dict[int, object]) -> Iterator[tuple[float, int, object]]:
     """Video packets of the segments and the other packets of the source, in time order."""
     import av
 
+    decode_times, time_base = decode_timestamps(segment_paths)
+
     def video_packets() -> Iterator[tuple[float, int, object]]:
-        last_dts: Fraction | None = None
+        index = 0
         for segment_path in segment_paths:
             with av.open(str(segment_path)) as segment:
-                stream = segment.streams.video[0]
-                for packet in segment.demux(stream):
-                    if packet.dts is None and packet.pts is None:
+                for packet in segment.demux(segment.streams.video[0]):
+                    if packet.pts is None:
                         continue  # the flush marker
-                    tb = stream.time_base
-                    dts = packet.dts if packet.dts is not None else packet.pts
-                    # Each segment's encoder starts its decode clock a little before its first
-                    # frame; keep the joined decode times strictly increasing.
-                    if last_dts is not None and dts * tb <= last_dts:
-                        dts = int(last_dts / tb) + 1
-                        if packet.pts is not None and dts > packet.pts:
-                            dts = packet.pts
-                        packet.dts = dts
-                    last_dts = dts * tb
+                    packet.dts = decode_times[index]
+                    index += 1
                     packet.stream = video_out
-                    yield float(dts * tb), 0, packet
+                    yield float(packet.dts * time_base), 0, packet
 
     def other_packets() -> Iterator[tuple[float, int, object]]:
         if not others:

@@ -153,6 +153,9 @@ class LocalWorker(threading.Thread):
         self.lease_seconds = lease_seconds
         self.owner = process_prefix() + name
         self.error: BaseException | None = None
+        # Waited on instead of join(): a Ctrl-C landing inside Thread.join() can mark a live
+        # thread as finished (CPython bpo-45274 handling), and the stop would not wait for it.
+        self.finished = threading.Event()
 
     def _progress(self, count: int) -> None:
         if self.stop.is_set():
@@ -166,6 +169,8 @@ class LocalWorker(threading.Thread):
         except BaseException as exc:  # surfaced by the pool: a worker must not die silently
             self.error = exc
             self.stop.set()
+        finally:
+            self.finished.set()
 
     def _loop(self, db: JobsDB) -> None:
         while not self.stop.is_set():
@@ -233,12 +238,12 @@ def run_local(upscalers: dict[str, object], *, db_path: Path, settings: BatchSet
         for worker in workers:
             worker.start()
         for worker in workers:
-            while worker.is_alive():
-                worker.join(timeout=0.2)
+            while not worker.finished.wait(timeout=0.2):
+                pass
     except KeyboardInterrupt:
         stop.set()
         for worker in workers:
-            worker.join()
+            worker.finished.wait()
         raise
     finally:
         heartbeat_stop.set()
