@@ -63,7 +63,6 @@ static struct {
     Py_ssize_t (*Tuple_Size)(PyObject *);
     long (*Long_AsLong)(PyObject *);
     const char *(*Unicode_AsUTF8AndSize)(PyObject *, Py_ssize_t *);
-    PyObject *(*Err_Occurred)(void);
     void (*Err_Fetch)(PyObject **, PyObject **, PyObject **);
     void (*Err_Clear)(void);
     void (*IncRef)(PyObject *);
@@ -100,7 +99,6 @@ static int resolve_python_api(void) {
     RESOLVE(Tuple_Size, "PyTuple_Size");
     RESOLVE(Long_AsLong, "PyLong_AsLong");
     RESOLVE(Unicode_AsUTF8AndSize, "PyUnicode_AsUTF8AndSize");
-    RESOLVE(Err_Occurred, "PyErr_Occurred");
     RESOLVE(Err_Fetch, "PyErr_Fetch");
     RESOLVE(Err_Clear, "PyErr_Clear");
     RESOLVE(IncRef, "Py_IncRef");
