@@ -129,15 +129,32 @@ def main(argv: Sequence[str]) -> int:
     return _upscale_video(args, info)
 
 
-def _upscale_video(args: argparse.Namespace, info: VideoInfo) -> int:
-    from tqdm import tqdm
+class _LazyBar:
+    """A tqdm bar that appears with the first finished frames, so setup errors print alone."""
 
+    def __init__(self, total: int, name: str, quiet: bool) -> None:
+        self.total, self.name, self.quiet = total, name, quiet
+        self.bar = None
+
+    def update(self, frames: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total or None, unit="frame", disable=self.quiet, dynamic_ncols=True,
+                            desc=self.name, file=sys.stderr, leave=False)
+        self.bar.update(frames)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _upscale_video(args: argparse.Namespace, info: VideoInfo) -> int:
     from vapsr_video.video.pipeline import upscale_video
 
     encode = encode_options_from_arguments(args)
     upscaler = upscaler_from_arguments(args)
-    bar = tqdm(total=info.frames or None, unit="frame", disable=args.quiet, dynamic_ncols=True,
-               desc=Path(args.input).name, file=sys.stderr, leave=False)
+    bar = _LazyBar(info.frames, Path(args.input).name, args.quiet)
     try:
         result = upscale_video(args.input, args.output, upscaler, encode, batch_size=args.batch_size,
                                progress=bar.update, overwrite=args.overwrite)
