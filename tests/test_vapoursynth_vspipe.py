@@ -10,6 +10,7 @@ quantises the ``Upscaler``'s own float output with the same ``resize.Point`` cal
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import textwrap
 from pathlib import Path
@@ -146,3 +147,33 @@ def test_vspipe_without_the_plugin_path_has_no_vapsr_namespace(plugin_dir: Path,
                             timeout=120, env=env, cwd=tmp_path)
     assert result.returncode != 0
     assert "vapsr" in result.stderr
+
+
+LONG_SCRIPT = textwrap.dedent("""
+    import vapoursynth as vs
+    from vapoursynth_support import noise_clip
+
+    vs.core.vapsr.Upscale(noise_clip(96, 64, length=5000), weights=weights, device="cpu").set_output()
+""")
+
+
+def test_vspipe_ends_cleanly_when_the_encoder_stops_reading(plugin_dir: Path, weights: Path, tmp_path: Path) -> None:
+    # What Ctrl-C in `vspipe ... | ffmpeg ...` amounts to for vspipe: its pipe closes mid-stream.
+    script = tmp_path / "long.vpy"
+    script.write_text(LONG_SCRIPT)
+    process = subprocess.Popen([VSPIPE, "-a", f"weights={weights}", "-r", "4", str(script), "-"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=vspipe_environment(plugin_dir),
+                               cwd=tmp_path)
+    assert process.stdout is not None and process.stderr is not None
+    frame_bytes = 3 * 4 * (2 * 96) * (2 * 64)
+    received = process.stdout.read(3 * frame_bytes)
+    process.stdout.close()
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("vspipe kept running after its output pipe closed")
+    stderr = process.stderr.read().decode(errors="replace")
+    assert len(received) == 3 * frame_bytes
+    assert process.returncode not in (0, -signal.SIGSEGV, -signal.SIGABRT), stderr
+    assert "Fatal Python error" not in stderr and "Segmentation" not in stderr
