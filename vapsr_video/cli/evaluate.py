@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", metavar="DIR", default=None,
                         help=f"folder holding SET/HR/*.png for each set (default: {default_data_dir()})")
     parser.add_argument("--json", metavar="FILE", dest="json_path", default=None,
-                        help="also write the results (with per-image scores) as JSON; replaces FILE")
+                        help="also write the results (with per-image scores) as JSON, updated after each set; "
+                             "replaces FILE")
     parser.add_argument("--reference", nargs="?", const=str(DEFAULT_REFERENCE), default=None, metavar="FILE",
                         help="show the difference to reference results (default file: "
                              f"{DEFAULT_REFERENCE}); weights are matched by file name")
@@ -154,6 +155,11 @@ def main(argv: Sequence[str]) -> int:
         if not args.quiet:
             print(what, file=sys.stderr, flush=True)
 
+    def save(results: list[SetResult], device: str) -> None:
+        # Rewritten after every set, so that an interrupted long run keeps what it measured.
+        if args.json_path:
+            write_json(args.json_path, results, device=device, precision=args.precision, argv=argv)
+
     results: list[SetResult] = []
     device = "cpu"
     for scale in sorted({model.scale for _, model in models}):
@@ -165,11 +171,12 @@ def main(argv: Sequence[str]) -> int:
             for set_name in args.sets:
                 progress(f"{label} x{scale} on {set_name} ...")
                 results += evaluate_upscaler(upscaler, [set_name], label=label, data_dir=args.data)
+                save(results, device)
         progress(f"bicubic x{scale} ...")
         results += evaluate_bicubic(scale, args.sets, data_dir=args.data)
+        save(results, device)
 
     print(format_table(results, reference))
     if args.json_path:
-        write_json(args.json_path, results, device=device, precision=args.precision, argv=argv)
         progress(f"results written to {args.json_path}")
     return 0
