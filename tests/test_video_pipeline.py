@@ -160,6 +160,13 @@ def test_rotation_is_kept(upscaled: Callable) -> None:
     assert rotation_in and rotation_out == rotation_in
 
 
+def test_timecode_is_kept(upscaled: Callable) -> None:
+    _, target, result = upscaled("prores_pcm")
+    assert result.dropped_streams == []
+    timecodes = {s.get("tags", {}).get("timecode") for s in streams(target)}
+    assert "01:02:03:04" in timecodes
+
+
 def test_sample_aspect_ratio_is_kept(upscaled: Callable) -> None:
     source, target, _ = upscaled("full_range_709")
     assert video_stream(source)["sample_aspect_ratio"] == "4:3"

@@ -159,9 +159,10 @@ def make_rotated_phone_clip(path: Path) -> Path:
 
 
 def make_prores_pcm_mov(path: Path) -> Path:
-    """ProRes 422 (10-bit) with 16-bit PCM audio in MOV."""
+    """ProRes 422 (10-bit) with 16-bit PCM audio and a timecode track in MOV, as cameras write it."""
     ffmpeg(*_video_source(), *_audio_source(), "-vf", f"trim=end_frame={FRAMES}",
-           "-c:v", "prores_ks", "-profile:v", "0", "-pix_fmt", "yuv422p10le", "-c:a", "pcm_s16le", path)
+           "-c:v", "prores_ks", "-profile:v", "0", "-pix_fmt", "yuv422p10le", "-c:a", "pcm_s16le",
+           "-timecode", "01:02:03:04", path)
     return path
 
 

@@ -172,6 +172,10 @@ class _Job:
         context = self.video.codec_context
         decoded_fmt = info.pix_fmt if is_native_format(info.pix_fmt) else native_fallback(info.pix_fmt)
         assert decoded_fmt is not None  # check_pixel_format refused the others
+        if decoded_fmt != info.pix_fmt:
+            alpha = any(c.is_alpha for c in av.VideoFormat(info.pix_fmt).components)
+            log.warning("%s: pixel format %s is converted to %s on the CPU%s", source, info.pix_fmt, decoded_fmt,
+                        " (the alpha channel is dropped)" if alpha else "")
         self.in_layout = plane_layout(decoded_fmt, info.width, info.height)
         self.in_colour = colour_spec(context, decoded_fmt)
         self.time_base = self.video.time_base or Fraction(1, 90000)

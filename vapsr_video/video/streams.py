@@ -63,6 +63,10 @@ def copy_other_streams(source: av.container.InputContainer, target: av.container
     for stream in source.streams:
         if stream.index == video_index:
             continue
+        if _is_timecode_track(stream) and target.format.name in ("mov", "mp4"):
+            # The muxer writes a new timecode track from the video stream's "timecode" tag (copied
+            # with the video's metadata); the old track has no codec to copy packets with.
+            continue
         if stream.type == "attachment":
             if _add_attachment(target, stream):
                 continue
@@ -84,6 +88,10 @@ def copy_other_streams(source: av.container.InputContainer, target: av.container
         log.warning("stream %s cannot be stored in a %s file and is left out; "
                     "use an .mkv output to keep it", description, target.format.name)
     return CopiedStreams(copied, dropped)
+
+
+def _is_timecode_track(stream: av.stream.Stream) -> bool:
+    return stream.type == "data" and "timecode" in stream.metadata
 
 
 def _add_attachment(target: av.container.OutputContainer, stream: av.stream.Stream) -> bool:
