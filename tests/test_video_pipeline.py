@@ -15,6 +15,7 @@ import pytest
 from video_helpers import (
     FRAMES,
     chapters,
+    ffmpeg,
     format_info,
     frame_side_data,
     frame_times,
@@ -30,6 +31,7 @@ from video_helpers import (
     rgb_frames,
     stream_md5,
     streams,
+    video_source,
 )
 
 from vapsr_video.inference.upscaler import Upscaler
@@ -219,3 +221,20 @@ def test_progress_counts_every_frame_and_batches_do_not_change_the_result(
     assert sum(counted) == one.frames == FRAMES
     upscale_video(source, tmp_path / "five.mkv", upscaler, EncodeOptions(codec="ffv1"), batch_size=5)
     assert np.array_equal(rgb_frames(tmp_path / "one.mkv"), rgb_frames(tmp_path / "five.mkv"))
+
+
+@pytest.mark.parametrize("codec, pix_fmt, suffix", [
+    ("ffv1", "bgr0", ".mkv"),  # packed RGB: converted once to planar gbrp on the CPU
+    ("libx264", "gray", ".mkv"),
+    ("ffv1", "yuva420p", ".mkv"),  # alpha: dropped with a warning
+])
+def test_other_pixel_formats(tmp_path: Path, nearest_upscaler: Upscaler, codec: str, pix_fmt: str,
+                             suffix: str) -> None:
+    source = tmp_path / f"input{suffix}"
+    ffmpeg(*video_source(), "-vf", f"trim=end_frame={FRAMES}", "-c:v", codec, "-pix_fmt", pix_fmt, source)
+    target = tmp_path / f"output{suffix}"
+    result = upscale_video(source, target, nearest_upscaler)
+    assert result.frames == FRAMES and len(frame_times(target)) == FRAMES
+    original = rgb_frames(source)
+    reduced = rgb_frames(target, original.shape[2], original.shape[1])
+    assert np.abs(reduced - original).mean() < 0.008

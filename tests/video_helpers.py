@@ -88,17 +88,17 @@ SOURCE = "gradients=size={size}:rate={rate}:speed=0.1:nb_colors=3:seed=7"
 AUDIO = "sine=frequency={freq}:sample_rate=48000:duration=1"
 
 
-def _video_source(size: str = "64x48", rate: int = 25) -> list[str]:
+def video_source(size: str = "64x48", rate: int = 25) -> list[str]:
     return ["-f", "lavfi", "-i", SOURCE.format(size=size, rate=rate)]
 
 
-def _audio_source(freq: int = 440) -> list[str]:
+def audio_source(freq: int = 440) -> list[str]:
     return ["-f", "lavfi", "-i", AUDIO.format(freq=freq)]
 
 
 def make_vfr_h264_aac_mp4(path: Path) -> Path:
     """VFR H.264 + AAC in MP4; the first video timestamp is 0.5 s, frame gaps vary."""
-    ffmpeg(*_video_source(), *_audio_source(),
+    ffmpeg(*video_source(), *audio_source(),
            "-vf", f"trim=end_frame={FRAMES},setpts='(N*0.04+if(gt(N,5),0.03*N,0)+0.5)/TB'",
            "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", path)
     return path
@@ -115,7 +115,7 @@ def make_mkv_with_extras(path: Path) -> Path:
                             "[CHAPTER]\nTIMEBASE=1/1000\nSTART=200\nEND=480\ntitle=Ending\n")
     font = folder / "font.ttf"
     font.write_bytes(b"\x00\x01\x00\x00 not really a font " * 8)
-    ffmpeg(*_video_source(), *_audio_source(440), *_audio_source(880), "-i", subtitles, "-i", chapter_file,
+    ffmpeg(*video_source(), *audio_source(440), *audio_source(880), "-i", subtitles, "-i", chapter_file,
            "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s", "-map_metadata", "4", "-map_chapters", "4",
            "-vf", f"trim=end_frame={FRAMES}", "-c:v", "libx264", "-pix_fmt", "yuv420p",
            "-c:a:0", "aac", "-c:a:1", "flac", "-c:s", "srt",
@@ -127,7 +127,7 @@ def make_mkv_with_extras(path: Path) -> Path:
 
 def make_hevc_10bit_pq(path: Path) -> Path:
     """10-bit HEVC tagged BT.2020 / PQ (SMPTE 2084), limited range."""
-    ffmpeg(*_video_source(), "-vf", f"trim=end_frame={FRAMES}", "-c:v", "libx265", "-pix_fmt", "yuv420p10le",
+    ffmpeg(*video_source(), "-vf", f"trim=end_frame={FRAMES}", "-c:v", "libx265", "-pix_fmt", "yuv420p10le",
            "-x265-params", "log-level=error", "-color_primaries", "bt2020", "-color_trc", "smpte2084",
            "-colorspace", "bt2020nc", "-color_range", "tv", path)
     return path
@@ -135,14 +135,14 @@ def make_hevc_10bit_pq(path: Path) -> Path:
 
 def make_odd_444(path: Path) -> Path:
     """Odd frame size (63x47) in 4:4:4, stored losslessly in FFV1/MKV."""
-    ffmpeg(*_video_source(), "-vf", f"trim=end_frame={FRAMES},scale=63:47", "-c:v", "ffv1", "-pix_fmt", "yuv444p",
+    ffmpeg(*video_source(), "-vf", f"trim=end_frame={FRAMES},scale=63:47", "-c:v", "ffv1", "-pix_fmt", "yuv444p",
            path)
     return path
 
 
 def make_full_range_709(path: Path) -> Path:
     """Full-range BT.709 H.264 (as cameras and screen recorders write it), anamorphic (SAR 4:3)."""
-    ffmpeg(*_video_source(), "-vf", f"trim=end_frame={FRAMES},scale=out_color_matrix=bt709:out_range=full,setsar=4/3",
+    ffmpeg(*video_source(), "-vf", f"trim=end_frame={FRAMES},scale=out_color_matrix=bt709:out_range=full,setsar=4/3",
            "-c:v", "libx264", "-pix_fmt", "yuvj420p", "-color_range", "pc", "-colorspace", "bt709",
            "-color_primaries", "bt709", "-color_trc", "bt709", path)
     return path
@@ -151,7 +151,7 @@ def make_full_range_709(path: Path) -> Path:
 def make_rotated_phone_clip(path: Path) -> Path:
     """A portrait phone recording: landscape pixels with a 90° display matrix, AAC audio, MOV-style MP4."""
     plain = path.with_name("unrotated.mp4")
-    ffmpeg(*_video_source(), *_audio_source(), "-vf", f"trim=end_frame={FRAMES}",
+    ffmpeg(*video_source(), *audio_source(), "-vf", f"trim=end_frame={FRAMES}",
            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", plain)
     ffmpeg("-i", plain, "-map", "0", "-c", "copy", "-metadata:s:v:0", "rotate=90", path)
     plain.unlink()
@@ -160,7 +160,7 @@ def make_rotated_phone_clip(path: Path) -> Path:
 
 def make_prores_pcm_mov(path: Path) -> Path:
     """ProRes 422 (10-bit) with 16-bit PCM audio and a timecode track in MOV, as cameras write it."""
-    ffmpeg(*_video_source(), *_audio_source(), "-vf", f"trim=end_frame={FRAMES}",
+    ffmpeg(*video_source(), *audio_source(), "-vf", f"trim=end_frame={FRAMES}",
            "-c:v", "prores_ks", "-profile:v", "0", "-pix_fmt", "yuv422p10le", "-c:a", "pcm_s16le",
            "-timecode", "01:02:03:04", path)
     return path
