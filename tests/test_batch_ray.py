@@ -35,6 +35,9 @@ pytestmark = [needs_ffmpeg, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def ray_instance():
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'vapsr-video[ray]'")
+    # Ray starts its workers at nice +15; on a busy CI machine they would then wait minutes for
+    # a core. Scheduling priority is no part of what these tests check.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -33,7 +33,8 @@ class BatchProgress:
         with self._lock:
             bar = self._bars.get(worker)
             if bar is not None:
-                bar.reset(total=total_frames or None)
+                bar.reset()
+                bar.total = total_frames or None  # reset() keeps the old total when given None
                 bar.set_description_str(f"{worker}: {what}", refresh=True)
 
     def frames(self, worker: str, count: int) -> None:
