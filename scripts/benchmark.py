@@ -155,6 +155,8 @@ def stage_encode(args: argparse.Namespace) -> dict:
         is_native_format,
         native_fallback,
         plane_layout,
+        samples_to_tensor,
+        tensor_to_samples,
     )
     from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
     from vapsr_video.video.pipeline import _output_colour  # the same tags the pipeline writes
@@ -174,10 +176,10 @@ def stage_encode(args: argparse.Namespace) -> dict:
             copy_frame_into(frame, layout, buffer)
             planes, offset = [], 0
             for size, shape in zip(layout.plane_sizes, layout.plane_shapes, strict=True):
-                plane = torch.from_numpy(buffer[offset:offset + size].reshape(shape).copy())
+                plane = samples_to_tensor(buffer[offset:offset + size].reshape(shape).copy())
                 planes.append(plane.repeat_interleave(scale, 0).repeat_interleave(scale, 1).flatten())
                 offset += size
-            upscaled.append(torch.cat(planes).numpy())
+            upscaled.append(tensor_to_samples(torch.cat(planes)))
             pts.append(frame.pts)
     with tempfile.TemporaryDirectory() as folder, av.open(str(Path(folder) / f"encoded{args.input.suffix}"),
                                                           "w") as output:

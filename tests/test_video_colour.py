@@ -11,7 +11,14 @@ import torch
 from video_helpers import FFMPEG, FRAMES, make_odd_444, needs_ffmpeg, rgb_frames
 
 from vapsr_video.inference.upscaler import Upscaler
-from vapsr_video.video.colour import ColourSpec, plane_layout, rgb_to_yuv, yuv_to_rgb
+from vapsr_video.video.colour import (
+    ColourSpec,
+    plane_layout,
+    rgb_to_yuv,
+    samples_to_tensor,
+    tensor_to_samples,
+    yuv_to_rgb,
+)
 from vapsr_video.video.pipeline import EncodeOptions, upscale_video
 
 MATRICES = {"bt601": 6, "bt709": 1, "bt2020": 9}
@@ -46,12 +53,13 @@ def test_yuv_to_rgb_matches_swscale(tmp_path: Path, matrix: str, full_range: boo
          "-f", "rawvideo", "-pix_fmt", "rgb48le", "-"], capture_output=True, check=True)
     reference = np.frombuffer(result.stdout, dtype="<u2").reshape(24, 40, 3).astype(np.float32) / 65535
     spec = ColourSpec(matrix=MATRICES[matrix], full_range=full_range)
-    ours = yuv_to_rgb(torch.from_numpy(planes[None]), layout, spec)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    ours = yuv_to_rgb(samples_to_tensor(planes[None]), layout, spec)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     assert np.abs(ours - reference).max() < 1.5 / 255
 
 
 @pytest.mark.parametrize("pix_fmt, size", [
     ("yuv444p", (37, 21)), ("yuv444p10le", (32, 24)), ("gbrp", (33, 17)), ("gbrp10le", (16, 8)), ("gray", (20, 10)),
+    ("yuv444p16le", (12, 6)), ("gray16le", (8, 4)),  # full 16-bit codes, above int16's range
 ])
 def test_full_chroma_round_trip_is_lossless(pix_fmt: str, size: tuple[int, int]) -> None:
     layout = plane_layout(pix_fmt, *size)
@@ -59,7 +67,7 @@ def test_full_chroma_round_trip_is_lossless(pix_fmt: str, size: tuple[int, int])
     spec = ColourSpec(matrix=1, full_range=pix_fmt.startswith("gbrp"))
     if layout.family == "gray":  # grey: only luma exists, any chroma is regenerated
         planes = planes[: layout.plane_sizes[0]]
-    back = rgb_to_yuv(yuv_to_rgb(torch.from_numpy(planes[None]), layout, spec), layout, spec)[0].numpy()
+    back = tensor_to_samples(rgb_to_yuv(yuv_to_rgb(samples_to_tensor(planes[None]), layout, spec), layout, spec))[0]
     assert np.abs(back.astype(np.int64) - planes.astype(np.int64)).max() <= 1
 
 
@@ -70,7 +78,7 @@ def test_subsampled_round_trip_keeps_smooth_colour(pix_fmt: str, size: tuple[int
     layout = plane_layout(pix_fmt, *size)
     planes = smooth_planes(layout, seed=5)
     spec = ColourSpec(matrix=9, full_range=False, chroma_location=location)
-    back = rgb_to_yuv(yuv_to_rgb(torch.from_numpy(planes[None]), layout, spec), layout, spec)[0].numpy()
+    back = tensor_to_samples(rgb_to_yuv(yuv_to_rgb(samples_to_tensor(planes[None]), layout, spec), layout, spec))[0]
     difference = np.abs(back.astype(np.int64) - planes.astype(np.int64))
     luma = layout.plane_sizes[0]
     step = 1 << (layout.bit_depth - 8)
@@ -82,7 +90,7 @@ def test_limited_range_black_and_white_land_on_the_nominal_codes() -> None:
     layout = plane_layout("yuv420p10le", 8, 8)
     spec = ColourSpec(matrix=1, full_range=False)
     rgb = torch.cat([torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)])
-    planes = rgb_to_yuv(rgb, layout, spec).numpy().astype(np.int64)
+    planes = tensor_to_samples(rgb_to_yuv(rgb, layout, spec)).astype(np.int64)
     luma, chroma = planes[:, :64], planes[:, 64:]
     assert (luma[0] == 64).all() and (luma[1] == 940).all()
     assert (chroma == 512).all()

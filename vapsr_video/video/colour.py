@@ -90,7 +90,9 @@ class PlaneLayout:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return torch.uint8 if self.bit_depth <= 8 else torch.uint16
+        # 16-bit samples travel as int16 bit patterns: unsigned 16-bit tensors have only partial
+        # operator support in PyTorch (notably on CUDA), int16 has all of it.
+        return torch.uint8 if self.bit_depth <= 8 else torch.int16
 
     @property
     def plane_sizes(self) -> tuple[int, ...]:
@@ -120,6 +122,17 @@ def plane_layout(pix_fmt: str, width: int, height: int) -> PlaneLayout:
                         "410": (2, 2)}[match["sub"]]
     chroma = (-(-height >> shift_y), -(-width >> shift_x))  # ceil division, as FFmpeg sizes chroma planes
     return PlaneLayout(pix_fmt, width, height, bits, "yuv", (shift_x, shift_y), ((height, width), chroma, chroma))
+
+
+def samples_to_tensor(samples: np.ndarray) -> torch.Tensor:
+    """A host sample buffer (uint8 or uint16) as a tensor of the matching transport dtype, without a copy."""
+    return torch.from_numpy(samples.view(np.int16) if samples.dtype == np.uint16 else samples)
+
+
+def tensor_to_samples(tensor: torch.Tensor) -> np.ndarray:
+    """The inverse of :func:`samples_to_tensor` for a host tensor, without a copy."""
+    array = tensor.numpy()
+    return array.view(np.uint16) if array.dtype == np.int16 else array
 
 
 def planes_of(frame: av.VideoFrame, layout: PlaneLayout) -> list[np.ndarray]:
@@ -188,7 +201,18 @@ def colour_spec(frame: av.VideoFrame, pix_fmt: str) -> ColourSpec:
                       chroma_location=location, chroma_location_tag=tag)
 
 
-def _rgb_from_yuv_matrix(kr: float, kb: float) -> torch.Tensor:
+_RGB_MATRICES: dict[tuple[float, float, str], torch.Tensor] = {}
+
+
+def _rgb_from_yuv_matrix(kr: float, kb: float, device: torch.device) -> torch.Tensor:
+    """Cached per device: building it per batch would mean a host->device copy that synchronizes the stream."""
+    key = (kr, kb, str(device))
+    if key not in _RGB_MATRICES:
+        _RGB_MATRICES[key] = _build_rgb_from_yuv_matrix(kr, kb).to(device)
+    return _RGB_MATRICES[key]
+
+
+def _build_rgb_from_yuv_matrix(kr: float, kb: float) -> torch.Tensor:
     kg = 1.0 - kr - kb
     return torch.tensor([
         [1.0, 0.0, 2.0 * (1.0 - kr)],
@@ -209,7 +233,10 @@ def _split_planes(samples: torch.Tensor, layout: PlaneLayout) -> list[torch.Tens
     """(N, samples) integers -> list of (N, rows, columns) float planes."""
     planes, offset = [], 0
     for size, (rows, columns) in zip(layout.plane_sizes, layout.plane_shapes, strict=True):
-        planes.append(samples[:, offset:offset + size].reshape(-1, rows, columns).float())
+        plane = samples[:, offset:offset + size].reshape(-1, rows, columns)
+        if plane.dtype == torch.int16:  # 16-bit transport: reinterpret as unsigned
+            plane = plane.to(torch.int32) & 0xFFFF
+        planes.append(plane.float())
         offset += size
     return planes
 
@@ -293,7 +320,8 @@ def _downsample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int)
 
 
 def yuv_to_rgb(samples: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torch.Tensor:
-    """(N, layout.samples) integer planes -> (N, 3, H, W) float RGB in [0, 1] (not clamped)."""
+    """(N, layout.samples) planes (uint8, or int16 carrying 16-bit patterns) -> (N, 3, H, W) float RGB
+    in [0, 1] (not clamped)."""
     planes = _split_planes(samples, layout)
     y_offset, y_scale, c_offset, c_scale = _levels(layout, spec.full_range)
     if layout.family == "gray":
@@ -306,26 +334,36 @@ def yuv_to_rgb(samples: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> 
     chroma = (torch.stack(planes[1:], dim=1) - c_offset) / c_scale
     chroma = _upsample_chroma(chroma, layout, spec.chroma_location)
     yuv = torch.cat([luma.unsqueeze(1), chroma], dim=1)
-    matrix = _rgb_from_yuv_matrix(*spec.coefficients).to(samples.device)
+    matrix = _rgb_from_yuv_matrix(*spec.coefficients, samples.device)
     return torch.einsum("ij,njhw->nihw", matrix, yuv)
 
 
 def _quantize(values: torch.Tensor, layout: PlaneLayout) -> torch.Tensor:
-    return values.round_().clamp_(0, layout.peak).to(layout.torch_dtype).flatten(1)
+    return values.round_().clamp_(0, layout.peak).to(torch.int32).flatten(1)
+
+
+def _to_transport(codes: torch.Tensor, layout: PlaneLayout) -> torch.Tensor:
+    """int32 codes -> uint8, or int16 holding the unsigned 16-bit pattern (two's complement wrap)."""
+    if layout.torch_dtype == torch.int16:
+        codes = torch.where(codes > 32767, codes - 65536, codes)
+    return codes.to(layout.torch_dtype)
 
 
 def rgb_to_yuv(rgb: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torch.Tensor:
-    """(N, 3, H, W) float RGB in [0, 1] -> (N, layout.samples) integer planes, rounded and clamped."""
+    """(N, 3, H, W) float RGB in [0, 1] -> (N, layout.samples) planes in ``layout.torch_dtype``, rounded
+    and clamped."""
     y_offset, y_scale, c_offset, c_scale = _levels(layout, spec.full_range)
     rgb = rgb.float()
     if layout.family == "rgb":
         scaled = rgb * float(layout.peak)
-        return torch.cat([_quantize(scaled[:, channel], layout) for channel in (1, 2, 0)], dim=1)
+        return _to_transport(torch.cat([_quantize(scaled[:, channel], layout) for channel in (1, 2, 0)], dim=1),
+                             layout)
     kr, kb = spec.coefficients
     luma = kr * rgb[:, 0] + (1.0 - kr - kb) * rgb[:, 1] + kb * rgb[:, 2]
     luma_codes = _quantize(luma * y_scale + y_offset, layout)
     if layout.family == "gray":
-        return luma_codes
+        return _to_transport(luma_codes, layout)
     chroma = torch.stack([(rgb[:, 2] - luma) / (2.0 * (1.0 - kb)), (rgb[:, 0] - luma) / (2.0 * (1.0 - kr))], dim=1)
     chroma = _downsample_chroma(chroma, layout, spec.chroma_location) * c_scale + c_offset
-    return torch.cat([luma_codes, _quantize(chroma[:, 0], layout), _quantize(chroma[:, 1], layout)], dim=1)
+    codes = torch.cat([luma_codes, _quantize(chroma[:, 0], layout), _quantize(chroma[:, 1], layout)], dim=1)
+    return _to_transport(codes, layout)

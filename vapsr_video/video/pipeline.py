@@ -46,6 +46,8 @@ from vapsr_video.video.colour import (
     native_fallback,
     plane_layout,
     rgb_to_yuv,
+    samples_to_tensor,
+    tensor_to_samples,
     yuv_to_rgb,
 )
 from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
@@ -119,7 +121,7 @@ class _SlotRing:
 
     def __init__(self, count: int, samples: int, dtype: torch.dtype, pinned: bool, stop: threading.Event) -> None:
         self.buffers = [torch.empty(samples, dtype=dtype, pin_memory=pinned) for _ in range(count)]
-        self.arrays = [buffer.numpy() for buffer in self.buffers]
+        self.arrays = [tensor_to_samples(buffer) for buffer in self.buffers]
         self._free = _Channel(count, stop)
         for index in range(count):
             self._free.put(index)
@@ -358,7 +360,7 @@ class _Job:
                 if copy_stream is not None:
                     samples = self._upload_async(slots, copy_stream, pending_release)
                 else:
-                    samples = torch.from_numpy(np.stack([self.in_ring.arrays[slot] for slot in slots]))
+                    samples = samples_to_tensor(np.stack([self.in_ring.arrays[slot] for slot in slots]))
                     for slot in slots:
                         self.in_ring.release(slot)
                 planes = self._upscale_planes(samples)
@@ -393,7 +395,7 @@ class _Job:
 
     def _hand_over(self, planes: torch.Tensor, metas: list[_FrameMeta]) -> None:
         if self.out_ring is None:
-            self.to_mux.put((planes.numpy(), metas, None, None))
+            self.to_mux.put((tensor_to_samples(planes), metas, None, None))
             return
         slot = self.out_ring.acquire()
         host = self.out_ring.buffers[slot][: planes.numel()].view(planes.shape)
