@@ -377,13 +377,18 @@ class _Job:
     def _upload_async(self, slots: list[int], copy_stream: torch.cuda.Stream,
                       pending_release: list[tuple[torch.cuda.Event, list[int]]]) -> torch.Tensor:
         device = self.upscaler.device
-        samples = torch.empty((len(slots), self.in_layout.samples), dtype=self.in_layout.torch_dtype, device=device)
+        compute_stream = torch.cuda.current_stream(device)
         with torch.cuda.stream(copy_stream):
+            # Allocated on the copy stream and marked as used by the compute stream, so the caching
+            # allocator does not hand this memory to a later upload while the model still reads it.
+            samples = torch.empty((len(slots), self.in_layout.samples), dtype=self.in_layout.torch_dtype,
+                                  device=device)
+            samples.record_stream(compute_stream)
             for row, slot in enumerate(slots):
                 samples[row].copy_(self.in_ring.buffers[slot], non_blocking=True)
             copied = torch.cuda.Event()
             copied.record(copy_stream)
-        torch.cuda.current_stream(device).wait_event(copied)
+        compute_stream.wait_event(copied)
         pending_release.append((copied, slots))
         return samples
 
