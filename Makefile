@@ -10,7 +10,6 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || { python=$$(bash scripts/find-python.sh) && echo "creating $(VENV) with $$python" && "$$python" -m venv $(VENV); }
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	$(PY) -m vapoursynth config >/dev/null 2>&1 || true
 	@touch $(STAMP)
