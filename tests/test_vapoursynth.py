@@ -26,6 +26,7 @@ from vapoursynth_support import (
 )
 
 from vapsr_video.inference import Upscaler
+from vapsr_video.model.weights import BUNDLED_DIR
 from vapsr_video.vapoursynth import load_plugin, upscale
 from vapsr_video.vapoursynth.plugin import LIBRARY_NAME, SOURCE_TREE_DIR
 
@@ -114,6 +115,24 @@ def test_scale_follows_the_weights_and_a_contradicting_scale_is_refused(core: vs
     assert frame_array(out.get_frame(0)).shape == (3, 48, 64)
     with pytest.raises(vs.Error, match=r"x4.*x2 was asked for"):
         core.vapsr.Upscale(clip, weights=str(reference_x4), scale=2, device="cpu")
+
+
+BUNDLED_X2 = BUNDLED_DIR / "vapsr-x2.safetensors"
+
+
+@pytest.mark.skipif(BUNDLED_X2.is_file(), reason="this installation has bundled weights")
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_without_bundled_weights_the_error_says_to_pass_weights(core: vs.Core, front_end: str) -> None:
+    with pytest.raises(vs.Error, match=r'no bundled weights for vapsr x2 in this installation; pass weights="FILE"'):
+        FRONT_ENDS[front_end](noise_clip(), device="cpu")
+
+
+@pytest.mark.skipif(not BUNDLED_X2.is_file(), reason="the bundled weights are not trained yet")
+def test_default_is_the_bundled_vapsr_x2(core: vs.Core) -> None:
+    clip = noise_clip(24, 16, length=1)
+    out = core.vapsr.Upscale(clip, device="cpu")
+    expected = expected_frame(Upscaler(variant="vapsr", scale=2, device="cpu"), clip.get_frame(0))
+    np.testing.assert_array_equal(frame_array(out.get_frame(0)), expected)
 
 
 def _variable_size_clip() -> vs.VideoNode:
@@ -232,7 +251,7 @@ def test_interpreter_exit_with_frames_in_flight_is_clean(core: vs.Core, tmp_path
     script.write_text(EXIT_WITH_FRAMES_IN_FLIGHT)
     env = {"PYTHONPATH": f"{REPO}:{TESTS_DIR}", "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, str(script), str(weights)], capture_output=True, text=True,
-                            timeout=120, env=env, cwd=tmp_path)
+                            timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "requested 60" in result.stdout
     assert "Fatal" not in result.stderr and "Segmentation" not in result.stderr

@@ -74,7 +74,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_vspipe(plugin_dir: Path, script: Path, weights: str, *options: str, output: str = "--",
-               timeout: float = 180) -> subprocess.CompletedProcess[str]:
+               timeout: float = 300) -> subprocess.CompletedProcess[str]:
     command = [VSPIPE, "-a", f"weights={weights}", *options, str(script), output]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=vspipe_environment(plugin_dir),
                           cwd=script.parent)
@@ -128,7 +128,7 @@ def test_vspipe_reports_an_exception_inside_inference_and_stops(plugin_dir: Path
                                                                 tmp_path: Path) -> None:
     script = tmp_path / "failing.vpy"
     script.write_text(FAILING_INSIDE_INFERENCE)
-    result = run_vspipe(plugin_dir, script, str(weights), "-r", "4", timeout=120)
+    result = run_vspipe(plugin_dir, script, str(weights), "-r", "4")
     assert result.returncode != 0
     assert "vapsr.Upscale at frame" in result.stderr
     assert "internal error: RuntimeError: boom in the model" in result.stderr
@@ -144,7 +144,7 @@ def test_vspipe_without_the_plugin_path_has_no_vapsr_namespace(plugin_dir: Path,
     if any((Path(p) / "vapoursynth" / "plugins" / "vapsr").is_dir() for p in [vs.get_plugin_dir()]):
         pytest.skip("the plugin is installed next to vapoursynth, so autoload finds it anyway")
     result = subprocess.run([VSPIPE, "-a", f"weights={weights}", str(script), "--"], capture_output=True, text=True,
-                            timeout=120, env=env, cwd=tmp_path)
+                            timeout=300, env=env, cwd=tmp_path)
     assert result.returncode != 0
     assert "vapsr" in result.stderr
 
@@ -169,7 +169,7 @@ def test_vspipe_ends_cleanly_when_the_encoder_stops_reading(plugin_dir: Path, we
     received = process.stdout.read(3 * frame_bytes)
     process.stdout.close()
     try:
-        process.wait(timeout=120)
+        process.wait(timeout=300)
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail("vspipe kept running after its output pipe closed")

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vapsr_video.errors import UsageError, VapsrError
+from vapsr_video.errors import UsageError, VapsrError, WeightsError
 from vapsr_video.inference.devices import resolve_device
 from vapsr_video.inference.upscaler import DEFAULT_OVERLAP, Upscaler
 from vapsr_video.model.vapsr import VARIANTS
+from vapsr_video.model.weights import bundled_weights_path
 from vapsr_video.vapoursynth.formats import FILTER_NAME, ClipDescription, plane_dtype
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,17 @@ def _precision(options: FilterOptions, sample_dtype: np.dtype, device: torch.dev
     return "fp16" if wants_fp16 else "fp32"
 
 
+def _default_weights(options: FilterOptions) -> Path:
+    variant, scale = options.model or "vapsr", options.scale or 2
+    try:
+        return bundled_weights_path(variant, scale)
+    except WeightsError:
+        raise WeightsError(
+            f"{FILTER_NAME}: no bundled weights for {variant} x{scale} in this installation; "
+            'pass weights="FILE" (a VapSR checkpoint, e.g. the authors\' VapSR_X2.pth)'
+        ) from None
+
+
 class _Slots:
     """At most ``count`` frames computing at once, each with its own CUDA stream (or None on the CPU)."""
 
@@ -96,8 +108,7 @@ class FrameProcessor:
         self.sample_dtype = plane_dtype(clip)
         device = resolve_device(options.device)
         self.upscaler = Upscaler(
-            weights=options.weights,
-            variant=options.model or "vapsr",
+            weights=options.weights if options.weights is not None else _default_weights(options),
             scale=options.scale,
             device=device,
             precision=_precision(options, self.sample_dtype, device),
