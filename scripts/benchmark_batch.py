@@ -114,7 +114,9 @@ def main() -> int:
             configurations = ["cpu", "cpu,cpu"]
 
         results = []
+        threads = torch.get_num_threads()
         for devices in configurations:
+            torch.set_num_threads(threads)  # a multi-worker run splits the cores; undo it
             load = model_load_seconds(weights, devices)
             result = run_batch(root / "src", root / "dst", weights, devices)
             result["model_load_seconds"] = load
@@ -130,7 +132,7 @@ def main() -> int:
 
     base = results[0]["frames_per_second"]
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, CUDA: {torch.cuda.is_available()}")
+          f"{threads} torch threads, CUDA: {torch.cuda.is_available()}")
     print(f"clips: {args.clips} x {args.seconds:g} s, {args.size} @ {args.fps} fps")
     print(f"{'devices':<16} {'frames/s':>9} {'speed-up':>9} {'wall s':>8} {'work s':>8} {'overhead/file':>14}")
     for result in results:

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -183,7 +184,7 @@ def main(argv: Sequence[str]) -> int:
     run_id = db.start_run()
     interrupted = False
     try:
-        log.info("batch run %d: %s -> %s (pid %s)", run_id, src, dst, __import__("os").getpid())
+        log.info("batch run %d: %s -> %s (pid %s)", run_id, src, dst, os.getpid())
         decisions = reconcile(db, sources, digest, overwrite=args.overwrite, retry_failed=args.retry_failed,
                               run_id=run_id)
         settings = BatchSettings(dst=dst, encode=encode, batch_size=args.batch_size,
