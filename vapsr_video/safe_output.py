@@ -16,6 +16,14 @@ from pathlib import Path
 from vapsr_video.errors import OutputError
 
 TEMP_PREFIX = ".vapsr-partial-"
+# Read once at import: os.umask can only be read by setting it, which is racy once threads run.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def default_file_mode() -> int:
+    """The permissions ``open()`` would give a new file (0o666 less the umask)."""
+    return 0o666 & ~_UMASK
 
 
 def check_output_path(input_path: str | Path, output_path: str | Path, *, overwrite: bool = False) -> Path:
@@ -51,6 +59,8 @@ def atomic_output(output_path: str | Path, *, fsync: bool = True) -> Iterator[Pa
         raise OutputError(f"{target}: cannot create a file in {target.parent or '.'} ({exc.strerror})") from None
     os.close(handle)
     temporary = Path(name)
+    # mkstemp makes the file private (0600); give it the mode a normal file would get.
+    os.chmod(temporary, default_file_mode())
     try:
         yield temporary
         if fsync:

@@ -25,10 +25,9 @@ from vapsr_video.batch.discovery import STATE_DIR_NAME
 from vapsr_video.batch.jobs_db import Claim
 from vapsr_video.batch.segments import SegmentRange, assemble, plan_segments
 from vapsr_video.errors import InputError, OutputError, UsageError, VapsrError, WeightsError
+from vapsr_video.safe_output import default_file_mode
 
 Progress = Callable[[int], None]
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def publish(staged: Path, final: Path) -> int:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         # Temporary files are created private; the output gets the permissions a new file normally has.
-        os.chmod(staged, 0o666 & ~_UMASK)
+        os.chmod(staged, default_file_mode())
         with open(staged, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(staged, final)
