@@ -97,9 +97,10 @@ def test_each_output_frame_scaled_down_matches_its_input_frame(upscaled: Callabl
     reduced = rgb_frames(target, width, height)
     assert reduced.shape == original.shape
     error = np.abs(reduced - original).mean(axis=(1, 2, 3))
-    # Codec and chroma-resampling losses are ~0.003-0.005 here; BT.601 read as BT.709 costs ~0.017,
-    # limited range read as full ~0.025, a frame off by one ~0.014.
-    assert error.max() < 0.008, f"mean error per frame {np.round(error, 4)}"
+    # Codec and chroma-resampling losses are ~0.005 here (growing along a GOP at these tiny sizes);
+    # BT.601 read as BT.709 costs ~0.021 on every frame, limited range read as full ~0.033, a frame
+    # off by one ~0.018. The median keeps one badly coded frame from deciding.
+    assert np.median(error) < 0.010 and error.max() < 0.014, f"mean error per frame {np.round(error, 4)}"
 
 
 @pytest.mark.parametrize("name", list(CLIPS))
@@ -220,7 +221,10 @@ def test_progress_counts_every_frame_and_batches_do_not_change_the_result(
                         progress=counted.append)
     assert sum(counted) == one.frames == FRAMES
     upscale_video(source, tmp_path / "five.mkv", upscaler, EncodeOptions(codec="ffv1"), batch_size=5)
-    assert np.array_equal(rgb_frames(tmp_path / "one.mkv"), rgb_frames(tmp_path / "five.mkv"))
+    # Batches of 1 and 5 may differ in the last bit of a float (the CPU convolution picks its algorithm
+    # by batch size), so a code value or two here and there; a misplaced frame would differ a lot.
+    difference = np.abs(rgb_frames(tmp_path / "one.mkv") - rgb_frames(tmp_path / "five.mkv"))
+    assert difference.max() <= 3 / 255 and difference.mean() < 0.02 / 255
 
 
 @pytest.mark.parametrize("codec, pix_fmt, suffix", [
@@ -237,4 +241,4 @@ def test_other_pixel_formats(tmp_path: Path, nearest_upscaler: Upscaler, codec: 
     assert result.frames == FRAMES and len(frame_times(target)) == FRAMES
     original = rgb_frames(source)
     reduced = rgb_frames(target, original.shape[2], original.shape[1])
-    assert np.abs(reduced - original).mean() < 0.008
+    assert np.abs(reduced - original).mean() < 0.010

@@ -83,8 +83,10 @@ def rgb_frames(path: Path, width: int | None = None, height: int | None = None) 
 
 
 FRAMES = 12
-# Smooth moving colour gradients: chroma detail a 4:2:0 round trip keeps, so colour errors stand out.
-SOURCE = "gradients=size={size}:rate={rate}:speed=0.1:nb_colors=3:seed=7"
+# Smooth moving colour waves (deterministic, unlike lavfi's "gradients"): chroma detail that a 4:2:0
+# round trip keeps, so colour errors stand out against codec losses.
+SOURCE = ("color=black:size={size}:rate={rate},format=rgb24,"
+          "geq=r='128+90*sin(X/20+T*3)':g='128+90*cos(Y/15-T*2)':b='128+90*sin((X+Y)/25+T)'")
 AUDIO = "sine=frequency={freq}:sample_rate=48000:duration=1"
 
 
