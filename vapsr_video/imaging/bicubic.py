@@ -50,7 +50,9 @@ def _round_uint8(values: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(values, 0, 255) + 0.5).astype(np.uint8)
 
 
-def imresize(image: np.ndarray, scale: float | None = None, *, output_shape: tuple[int, int] | None = None) -> np.ndarray:
+def imresize(
+    image: np.ndarray, scale: float | None = None, *, output_shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Resize a uint8 H x W (x C) image like MATLAB's bicubic ``imresize``.
 
     Give either ``scale`` (e.g. 1/4 to shrink) or ``output_shape`` (height, width).
