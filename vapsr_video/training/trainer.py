@@ -130,6 +130,8 @@ class Trainer:
             self.config.iterations = planned
         self.history = json.loads(state["history"])
         self.copied = json.loads(state["copied"])
+        # A resumed run was warm-started by its first command, whatever this one says.
+        self.config.warm_start = self.config.warm_start or state["config"].get("warm_start")
         log.info("resumed from %s at iteration %d of %d", self.checkpoint_path, self.iteration,
                  self.config.iterations)
         return True
