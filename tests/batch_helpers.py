@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from video_helpers import FFMPEG, ffmpeg, ffprobe_json
+from video_helpers import FFMPEG, default_sigint, ffmpeg, ffprobe_json
 
 from vapsr_video.model.vapsr import ModelConfig, VapSR
 from vapsr_video.model.weights import save_weights
@@ -105,7 +105,7 @@ def run_batch(src: Path, dst: Path, weights: Path, *extra: str, timeout: float =
 
 def start_batch(src: Path, dst: Path, weights: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(batch_command(src, dst, weights, *extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, preexec_fn=default_sigint)
 
 
 def kill_hard(process: subprocess.Popen[str]) -> None:

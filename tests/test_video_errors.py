@@ -15,6 +15,7 @@ import pytest
 from video_helpers import (
     FRAMES,
     corrupt_one_packet,
+    default_sigint,
     ffmpeg,
     frame_times,
     make_bayer_nut,
@@ -153,6 +154,7 @@ def test_damaged_video_data_is_reported_and_the_rest_keep_their_times(
 
 def _cli(*args: str | Path, limit_file_size: int | None = None) -> subprocess.Popen:
     def limits() -> None:
+        default_sigint()
         if limit_file_size is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so the write fails with EFBIG, as on a full disk
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))

@@ -25,6 +25,15 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None or FFPROBE is None,
                                   reason="Debian's ffmpeg/ffprobe are not installed (apt-get install ffmpeg)")
 
 
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that the test will Ctrl-C: a shell that runs the suite
+    in the background starts it with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so restore the default before the child's Python starts."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def ffmpeg(*args: str | Path) -> None:
     command = [FFMPEG or "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *map(str, args)]
     result = subprocess.run(command, capture_output=True, text=True)
