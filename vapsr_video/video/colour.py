@@ -297,26 +297,26 @@ def _chroma_matrices(layout: PlaneLayout, location: int, axis: int,
     return _MATRICES[key]
 
 
-def _upsample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int) -> torch.Tensor:
-    """(N, 2, rows, columns) chroma -> (N, 2, H, W), linear interpolation that honours the siting."""
+def _resample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int, which: int) -> torch.Tensor:
+    """Apply the siting-aware chroma matrices of ``layout``: ``which`` 0 upsamples (linear
+    interpolation), 1 downsamples (a tent filter centred on each chroma site)."""
     horizontal = _chroma_matrices(layout, location, 0, chroma.device)
     vertical = _chroma_matrices(layout, location, 1, chroma.device)
     if horizontal is not None:
-        chroma = chroma @ horizontal[0].T
+        chroma = chroma @ horizontal[which].T
     if vertical is not None:
-        chroma = vertical[0] @ chroma
+        chroma = vertical[which] @ chroma
     return chroma
+
+
+def _upsample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int) -> torch.Tensor:
+    """(N, 2, rows, columns) chroma -> (N, 2, H, W)."""
+    return _resample_chroma(chroma, layout, location, 0)
 
 
 def _downsample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int) -> torch.Tensor:
-    """(N, 2, H, W) chroma -> the plane size of ``layout``, a tent filter centred on each chroma site."""
-    horizontal = _chroma_matrices(layout, location, 0, chroma.device)
-    vertical = _chroma_matrices(layout, location, 1, chroma.device)
-    if horizontal is not None:
-        chroma = chroma @ horizontal[1].T
-    if vertical is not None:
-        chroma = vertical[1] @ chroma
-    return chroma
+    """(N, 2, H, W) chroma -> the plane size of ``layout``."""
+    return _resample_chroma(chroma, layout, location, 1)
 
 
 def yuv_to_rgb(samples: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torch.Tensor:
