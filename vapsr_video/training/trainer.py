@@ -259,7 +259,8 @@ class Trainer:
             "batch_size": str(config.batch_size),
             "lr_patch": str(config.lr_patch),
             "recipe": f"L1, Adam lr {config.lr} betas 0.9/0.99, warm-up {config.warmup} + cosine to "
-                      f"{config.min_lr}, EMA {config.ema_decay}, flips and 90-degree rotations",
+                      f"{config.min_lr}, EMA {config.ema_decay}, flips and 90-degree rotations, colour augmentation "
+                      "(channel orders, inversion, flat saturated patches)",
             "device": str(self.device),
             "warm_start": f"{config.warm_start} ({len(self.copied)} tensors)" if config.warm_start else "none",
             "seed": str(config.seed),
