@@ -19,7 +19,8 @@ from vapsr_video.video.colour import (
     tensor_to_samples,
     yuv_to_rgb,
 )
-from vapsr_video.video.pipeline import EncodeOptions, upscale_video
+from vapsr_video.video.encoder import EncodeOptions
+from vapsr_video.video.pipeline import upscale_video
 
 MATRICES = {"bt601": 6, "bt709": 1, "bt2020": 9}
 

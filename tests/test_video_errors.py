@@ -28,7 +28,9 @@ from vapsr_video.errors import ExitCode, InputError, OutputError, UsageError
 from vapsr_video.inference.upscaler import Upscaler
 from vapsr_video.model.weights import save_weights
 from vapsr_video.safe_output import TEMP_PREFIX
-from vapsr_video.video.pipeline import EncodeOptions, probe_video, upscale_video
+from vapsr_video.video.encoder import EncodeOptions
+from vapsr_video.video.pipeline import upscale_video
+from vapsr_video.video.probe import probe_video
 
 pytestmark = needs_ffmpeg
 

@@ -35,7 +35,9 @@ from video_helpers import (
 )
 
 from vapsr_video.inference.upscaler import Upscaler
-from vapsr_video.video.pipeline import EncodeOptions, VideoResult, probe_video, upscale_video
+from vapsr_video.video.encoder import EncodeOptions
+from vapsr_video.video.pipeline import VideoResult, upscale_video
+from vapsr_video.video.probe import probe_video
 
 pytestmark = needs_ffmpeg
 

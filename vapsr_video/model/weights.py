@@ -41,7 +41,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not iterable)  # noqa: SIM118 - safe_open handles are not iterable
+            for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
                 tensors[key] = handle.get_tensor(key)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None

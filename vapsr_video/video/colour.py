@@ -190,14 +190,14 @@ def default_matrix(width: int, height: int) -> int:
     return 1 if width >= 1280 or height > 576 else 6
 
 
-def colour_spec(frame: av.VideoFrame, pix_fmt: str) -> ColourSpec:
-    """The colour description of a decoded frame (its tags, or the usual defaults when untagged)."""
-    matrix = frame.colorspace if frame.colorspace in MATRIX_COEFFICIENTS else default_matrix(frame.width,
-                                                                                                frame.height)
-    full = frame.color_range == RANGE_FULL or pix_fmt.startswith("yuvj") or pix_fmt.startswith("gbrp")
-    tag = int(getattr(frame, "chroma_location", None) or getattr(frame, "chroma_sample_location", 0) or 0)
+def colour_spec(decoder: av.video.codeccontext.VideoCodecContext, pix_fmt: str) -> ColourSpec:
+    """The colour description of a decoder's pictures (its tags, or the usual defaults when untagged)."""
+    matrix = decoder.colorspace if decoder.colorspace in MATRIX_COEFFICIENTS else default_matrix(decoder.width,
+                                                                                                  decoder.height)
+    full = decoder.color_range == RANGE_FULL or pix_fmt.startswith("yuvj") or pix_fmt.startswith("gbrp")
+    tag = int(getattr(decoder, "chroma_location", None) or getattr(decoder, "chroma_sample_location", 0) or 0)
     location = tag if tag in CHROMA_SITING else default_chroma_location(pix_fmt)
-    return ColourSpec(matrix=matrix, full_range=full, primaries=frame.color_primaries, transfer=frame.color_trc,
+    return ColourSpec(matrix=matrix, full_range=full, primaries=decoder.color_primaries, transfer=decoder.color_trc,
                       chroma_location=location, chroma_location_tag=tag)
 
 
