@@ -6,10 +6,10 @@ import contextlib
 import shutil
 
 from vapsr_video.batch.jobs_db import JobsDB
-from vapsr_video.batch.tasks import BatchSettings
+from vapsr_video.batch.tasks import UnitSettings
 
 
-def remove_finished_work(db: JobsDB, settings: BatchSettings) -> None:
+def remove_finished_work(db: JobsDB, settings: UnitSettings) -> None:
     """Delete the work folders of jobs that are not under way (done, failed, or gone
     from the database); a running or resumable segmented job keeps its segments."""
     root = settings.work_root

@@ -8,6 +8,7 @@ skipped as "not a media file".
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
@@ -31,7 +32,8 @@ DEFAULT_OUTPUT_EXTENSION = ".mkv"  # holds any stream an unusual source carries
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """What a quick look at a file found: ``kind`` is "video", "skip" or "bad"."""
+    """What a quick look at a file found: ``kind`` is "video", "skip" or "bad"; for a
+    video, its duration and frame count when the container states or implies them."""
 
     kind: str
     reason: str | None = None
@@ -109,40 +111,32 @@ def fingerprint(path: Path, options_digest: str) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()[:32]}:{options_digest}"
 
 
-def _is_still_image_format(format_name: str) -> bool:
-    names = format_name.split(",")
-    return any(name == "image2" or name.endswith("_pipe") for name in names)
-
-
 def probe(path: Path) -> ProbeResult:
-    """Classify one file without decoding it (demuxer headers only)."""
-    import av
+    """Classify one file from its demuxer headers, nothing decoded, by the rules of the
+    single-file command (``vapsr_video.video.probe``): its choice of the main video
+    stream (cover pictures are not video) and its still-image formats.
 
+    A ``"bad"`` result's reason is a whole message naming the file; a ``"skip"``
+    result's is a short reason.
+    """
+    from vapsr_video.video.probe import describe, main_video_stream, open_input
+
+    promises_video = path.suffix.lower() in VIDEO_EXTENSIONS
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return ProbeResult("bad", f"cannot read ({exc.strerror})")
+        return ProbeResult("bad", f"{path}: cannot read ({exc.strerror})")
     if size == 0:
-        return ProbeResult("bad" if path.suffix.lower() in VIDEO_EXTENSIONS else "skip", "empty file")
+        return ProbeResult("bad", f"{path}: empty file") if promises_video else ProbeResult("skip", "empty file")
     try:
-        with av.open(str(path)) as container:
-            videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-            if not videos:
-                return ProbeResult("skip", "no video stream")
-            if _is_still_image_format(container.format.name):
-                return ProbeResult("skip", "a still image (upscale images with 'vapsr-video IN OUT')")
-            stream = videos[0]
-            duration = None
-            if container.duration:
-                duration = container.duration / av.time_base
-            elif stream.duration and stream.time_base:
-                duration = float(stream.duration * stream.time_base)
-            est_frames = stream.frames or None
-            if not est_frames and duration and stream.average_rate:
-                est_frames = round(duration * float(stream.average_rate))
-            return ProbeResult("video", None, duration, est_frames)
-    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        detail = " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
-        if path.suffix.lower() in VIDEO_EXTENSIONS:
-            return ProbeResult("bad", f"not a readable media file ({detail})")
-        return ProbeResult("skip", "not a media file")
+        container = open_input(path)
+    except InputError as exc:
+        return ProbeResult("bad", str(exc)) if promises_video else ProbeResult("skip", "not a media file")
+    with contextlib.closing(container):
+        try:
+            info = describe(container, main_video_stream(container, path), path)
+        except InputError:
+            return ProbeResult("skip", "no video stream")
+    if info.is_image:
+        return ProbeResult("skip", "a still image (upscale images with 'vapsr-video IN OUT')")
+    return ProbeResult("video", None, info.duration or None, info.frames or None)

@@ -1,16 +1,17 @@
 """The batch job database: one SQLite file (WAL mode) with one row per input file.
 
 Every change of state is a short ``BEGIN IMMEDIATE`` transaction, so several
-worker threads and several batch processes on the same destination can share
-it: a claim selects and marks a row inside one write-locked transaction, and
-no two owners ever hold the same job or segment.
+batch processes on the same destination (and, in each, the dispatch loop and
+the heartbeat thread) can share it: a claim selects and marks a row inside one
+write-locked transaction, and no two owners ever hold the same job or segment.
 
 An owner is ``host:pid:worker``. Its rows carry a heartbeat that a thread of
 the owning process refreshes; a row whose owner is a dead process on this host,
 or whose heartbeat is older than the lease, is handed back (a kill -9 or a
 power loss therefore costs only the work in flight).
 
-SQLite must not live on a network file system; on Ray only the driver opens it.
+SQLite must not live on a network file system; workers never open it, only the
+process that runs the batch (on Ray, the driver).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pathlib import Path
 
 from vapsr_video.errors import OutputError
 
-STATES = ("pending", "running", "done", "failed", "skipped")
 DEFAULT_LEASE_SECONDS = 120.0
 # A job whose worker died this many times is probably what kills it (a decoder crash).
 MAX_INTERRUPTIONS = 8
@@ -267,7 +267,7 @@ class JobsDB:
     def upsert_discovered(self, *, rel_path: str, source: str, output: str, fingerprint: str, state: str,
                           reason: str | None, permanent: bool, input_bytes: int, duration: float | None,
                           est_frames: int | None, run_id: int | None = None) -> None:
-        """Record what discovery found for one input (see ``sync`` in discovery for the rules)."""
+        """Record what discovery found for one input (the rules are in ``batch/sync.py``)."""
         with self.transaction() as db:
             row = db.execute("SELECT * FROM jobs WHERE rel_path = ?", (rel_path,)).fetchone()
             if row is None:
@@ -437,8 +437,3 @@ class JobsDB:
                 db.execute("UPDATE segments SET state = 'pending', owner = NULL WHERE job_id = ? AND owner IS NOT NULL",
                            (claim.job.id,))
             return retry
-
-    def mark_skipped(self, job_id: int, owner: str, reason: str) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE jobs SET state = 'skipped', owner = NULL, reason = ? WHERE id = ? AND owner = ?",
-                       (reason, job_id, owner))

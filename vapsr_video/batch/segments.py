@@ -2,6 +2,8 @@
 
 A segment is the frames whose timestamps lie in ``[start, end)``, encoded on its
 own (video only, original timestamps) into a file that is kept once complete.
+The source's video is its main video stream as the pipeline chooses it (cover
+pictures are not video); a segment file holds that one stream alone.
 Cuts sit at keyframes of the source, so no segment needs frames of another to
 decode. The final file takes its video packets from the segments, in order,
 and every other stream (audio, subtitles, data, attachments), the chapters and
@@ -27,11 +29,11 @@ def video_packet_times(path: str | Path) -> tuple[list[Fraction], list[Fraction]
     read from the demuxer only, nothing is decoded."""
     import av
 
+    from vapsr_video.video.probe import main_video_stream
+
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path}: no video stream")
-            stream = container.streams.video[0]
+            stream = main_video_stream(container, path)
             time_base = stream.time_base
             every: list[Fraction] = []
             keyframes: list[Fraction] = []
@@ -152,6 +154,7 @@ def assemble(source_path: str | Path, segment_paths: Sequence[Path], output_path
         source = av.open(str(source_path))
     except av.FFmpegError as exc:
         raise InputError(f"{source_path}: cannot open ({exc})") from None
+    from vapsr_video.video.probe import main_video_stream
     from vapsr_video.video.streams import (
         copy_container_metadata,
         copy_other_streams,
@@ -160,7 +163,7 @@ def assemble(source_path: str | Path, segment_paths: Sequence[Path], output_path
 
     frames = 0
     try:
-        main_video = source.streams.video[0]
+        main_video = main_video_stream(source, source_path)
         with av.open(str(segment_paths[0])) as first:
             output = av.open(str(output_path), "w")
             try:

@@ -49,7 +49,7 @@ def decide(source: SourceFile, row: JobRow | None, options_digest: str, *, overw
     if found.kind == "skip":
         return Decision(source, "skip", found.reason, digest)
     if found.kind == "bad":
-        return Decision(source, "fail", f"{source.path}: {found.reason}", digest)
+        return Decision(source, "fail", found.reason, digest)
     if row is None and source.output.exists() and not overwrite:
         return Decision(source, "skip", "its output already exists and is not from this batch; "
                                         "pass --overwrite to replace it", digest)

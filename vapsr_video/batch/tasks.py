@@ -10,14 +10,13 @@ half-written anywhere else, and its leftovers are wiped when it is redone.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,15 +26,20 @@ from vapsr_video.batch.segments import SegmentRange, assemble, plan_segments
 from vapsr_video.errors import InputError, OutputError, UsageError, VapsrError, WeightsError
 from vapsr_video.safe_output import default_file_mode
 
+if TYPE_CHECKING:
+    from vapsr_video.inference.upscaler import Upscaler
+    from vapsr_video.video.encoder import EncodeOptions
+    from vapsr_video.video.pipeline import VideoResult
+
 Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
-class BatchSettings:
-    """Everything a worker needs besides its model; picklable, for Ray."""
+class UnitSettings:
+    """Everything a unit of work needs besides its model; picklable, for Ray."""
 
     dst: Path
-    encode: Any = None  # vapsr_video.video.pipeline.EncodeOptions
+    encode: EncodeOptions | None = None  # None: the pipeline's defaults
     batch_size: int = 4
     segment_seconds: float = 300.0
     state_dir: Path = field(default=Path())
@@ -98,8 +102,8 @@ def fresh_folder(folder: Path) -> Path:
     return folder
 
 
-def _upscale(source: str, target: Path, upscaler: object, settings: BatchSettings, progress: Progress | None,
-             **kwargs: Any) -> Any:
+def _upscale(source: str, target: Path, upscaler: Upscaler, settings: UnitSettings, progress: Progress | None,
+             **kwargs: Any) -> VideoResult:
     from vapsr_video.video.pipeline import upscale_video
 
     return upscale_video(source, target, upscaler, settings.encode, batch_size=settings.batch_size,
@@ -112,7 +116,17 @@ def _duration(source: str) -> float | None:
     return probe(Path(source)).duration
 
 
-def run_job(claim: Claim, settings: BatchSettings, upscaler: object, progress: Progress | None = None
+def run_unit(claim: Claim, settings: UnitSettings, upscaler: Upscaler, segment_count: int,
+             progress: Progress | None = None) -> Finished | Planned:
+    """Run one claimed unit of any kind; ``segment_count`` matters only for an assembly."""
+    if claim.kind == "segment":
+        return run_segment(claim, settings, upscaler, progress)
+    if claim.kind == "assemble":
+        return run_assembly(claim, settings, segment_count)
+    return run_job(claim, settings, upscaler, progress)
+
+
+def run_job(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progress: Progress | None = None
             ) -> Finished | Planned:
     """A new file: process it in one pass, or (when long) plan its segments."""
     job = claim.job
@@ -130,7 +144,7 @@ def run_job(claim: Claim, settings: BatchSettings, upscaler: object, progress: P
     return Finished(result.frames, time.perf_counter() - started, size)
 
 
-def run_segment(claim: Claim, settings: BatchSettings, upscaler: object, progress: Progress | None = None
+def run_segment(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progress: Progress | None = None
                 ) -> Finished:
     """One segment of a long file, kept in the job's work folder once complete."""
     assert claim.segment is not None
@@ -149,7 +163,7 @@ def run_segment(claim: Claim, settings: BatchSettings, upscaler: object, progres
     return Finished(result.frames, time.perf_counter() - started, size)
 
 
-def run_assembly(claim: Claim, settings: BatchSettings, segment_count: int) -> Finished:
+def run_assembly(claim: Claim, settings: UnitSettings, segment_count: int) -> Finished:
     """Join the finished segments of a long file into its final output."""
     job = claim.job
     suffix = Path(job.output).suffix
@@ -167,29 +181,24 @@ def run_assembly(claim: Claim, settings: BatchSettings, segment_count: int) -> F
     return Finished(frames, time.perf_counter() - started, size)
 
 
-def discard_work(settings: BatchSettings, job_id: int) -> None:
+def discard_work(settings: UnitSettings, job_id: int) -> None:
     shutil.rmtree(settings.work_dir(job_id), ignore_errors=True)
 
 
-TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM})
-
-
-def classify_error(exc: BaseException) -> tuple[str, bool, bool]:
-    """(one-line reason, permanent, transient) for an exception a unit raised.
+def classify_error(exc: BaseException) -> tuple[str, bool]:
+    """(one-line reason, permanent) for an exception a unit raised.
 
     Permanent: the file or the options are at fault; retrying cannot help.
-    Transient: the machine was momentarily short of something (device memory,
-    disk space); worth retrying after a pause. Anything else is retried too,
-    up to the attempt limit, since it may be a fluke.
+    Everything else is retried after a pause, up to the attempt limit: a machine
+    momentarily short of something (device memory, disk space) and an unexpected
+    error (maybe a fluke) alike. Passing shortages get no unlimited retries on
+    purpose: a disk that stays full must not keep a batch busy all night.
     """
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, InputError | WeightsError | UsageError):
-        return text, True, False
+        return text, True
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower():
-        return f"out of device memory ({text})", False, True
-    cause = exc.__cause__ if isinstance(exc, OutputError) else exc
-    if isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS:
-        return text, False, True
+        return f"out of device memory ({text})", False
     if isinstance(exc, VapsrError):
-        return text, False, False
-    return f"{type(exc).__name__}: {text}", False, False
+        return text, False
+    return f"{type(exc).__name__}: {text}", False

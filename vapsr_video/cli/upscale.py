@@ -14,44 +14,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vapsr_video.cli.options import add_model_arguments, upscaler_from_arguments
+from vapsr_video.cli.options import (
+    add_encoder_arguments,
+    add_model_arguments,
+    encode_options_from_arguments,
+    model_options_from_arguments,
+)
 from vapsr_video.errors import UsageError
 
 if TYPE_CHECKING:
-    from vapsr_video.video.encoder import EncodeOptions
     from vapsr_video.video.probe import VideoInfo
 
 log = logging.getLogger("vapsr_video")
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
-
-
-def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
-    """Video encoder options, named as in FFmpeg (shared with ``vapsr-video batch``)."""
-    group = parser.add_argument_group("video encoding (default: same codec, bit depth and chroma as the input)")
-    group.add_argument("--codec", metavar="ENCODER",
-                       help="video encoder, e.g. libx264, libx265, libsvtav1, libvpx-vp9, prores_ks, ffv1")
-    group.add_argument("--crf", type=int, metavar="N",
-                       help="constant quality (x264 default 18, x265 20, SVT-AV1 30, VP9 24; lower is better)")
-    group.add_argument("--preset", metavar="NAME", help="encoder speed preset, e.g. slow, medium, fast (x264/x265), "
-                       "0-13 (SVT-AV1)")
-    group.add_argument("--pix-fmt", metavar="FORMAT", help="output pixel format, e.g. yuv420p, yuv420p10le")
-    group.add_argument("--bitrate", metavar="RATE", help="target bit rate, e.g. 8M or 2500k (instead of --crf)")
-    group.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="any encoder option, as FFmpeg's -KEY VALUE (repeatable), e.g. tune=film")
-
-
-def encode_options_from_arguments(args: argparse.Namespace) -> EncodeOptions:
-    from vapsr_video.video.encoder import EncodeOptions
-
-    options: dict[str, str] = {}
-    for item in args.encoder_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--encoder-option {item!r} is not KEY=VALUE")
-        options[key.strip()] = value
-    return EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-                         bitrate=args.bitrate, encoder_options=options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +94,7 @@ def main(argv: Sequence[str]) -> int:
 
         if _video_options_given(args):
             log.warning("video encoder options are ignored for a still image")
-        upscaler = upscaler_from_arguments(args)
+        upscaler = model_options_from_arguments(args).build()
         upscale_image_file(args.input, args.output, upscaler, overwrite=args.overwrite)
         if not args.quiet:
             print(f"{args.input} -> {args.output} ({human_size(Path(args.output).stat().st_size)})")
@@ -153,7 +129,7 @@ def _upscale_video(args: argparse.Namespace, info: VideoInfo) -> int:
     from vapsr_video.video.pipeline import upscale_video
 
     encode = encode_options_from_arguments(args)
-    upscaler = upscaler_from_arguments(args)
+    upscaler = model_options_from_arguments(args).build()
     bar = _LazyBar(info.frames, Path(args.input).name, args.quiet)
     try:
         result = upscale_video(args.input, args.output, upscaler, encode, batch_size=args.batch_size,

@@ -37,3 +37,34 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     if precision == "fp16" and device.type != "cuda":
         raise UsageError("fp16 needs a CUDA device; on the CPU use fp32 (default) or bf16")
     return PRECISIONS[precision]
+
+
+def parse_device_list(text: str | None, fallback_device: str | None = None) -> list[str]:
+    """One entry per worker: ``cuda:0,cuda:1``, ``cuda`` (every visible GPU), ``cpu`` or
+    ``cpu,cpu`` (two CPU workers). Empty: ``fallback_device`` alone when given, else
+    every visible GPU, else one CPU worker. (``cuda:N`` is checked when its worker
+    loads its model, by ``resolve_device``.) Errors name ``--devices``, where the list
+    comes from."""
+    if not text:
+        if fallback_device:
+            text = fallback_device
+        elif torch.cuda.is_available():
+            return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+        else:
+            return ["cpu"]
+    devices: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise UsageError("--devices cuda: no CUDA device is visible on this machine")
+            devices.extend(f"cuda:{index}" for index in range(count))
+        elif item == "cpu" or item.startswith("cuda:"):
+            devices.append(item)
+        else:
+            raise UsageError(f"unknown device {item!r} in --devices; use cpu, cuda or cuda:N")
+    if not devices:
+        raise UsageError("--devices names no device")
+    return devices

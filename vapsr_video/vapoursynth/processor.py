@@ -20,7 +20,8 @@ import torch
 
 from vapsr_video.errors import UsageError, VapsrError, WeightsError
 from vapsr_video.inference.devices import resolve_device
-from vapsr_video.inference.upscaler import DEFAULT_OVERLAP, Upscaler
+from vapsr_video.inference.options import ModelOptions
+from vapsr_video.inference.upscaler import DEFAULT_OVERLAP
 from vapsr_video.model.vapsr import VARIANTS
 from vapsr_video.model.weights import bundled_weights_path
 from vapsr_video.vapoursynth.formats import FILTER_NAME, ClipDescription, plane_dtype
@@ -107,14 +108,13 @@ class FrameProcessor:
         _check_options(options)
         self.sample_dtype = plane_dtype(clip)
         device = resolve_device(options.device)
-        self.upscaler = Upscaler(
-            weights=options.weights if options.weights is not None else _default_weights(options),
+        self.upscaler = ModelOptions(
+            weights=str(options.weights) if options.weights is not None else str(_default_weights(options)),
             scale=options.scale,
-            device=device,
             precision=_precision(options, self.sample_dtype, device),
             tile=options.tilesize or 0,
             tile_overlap=DEFAULT_OVERLAP if options.overlap is None else options.overlap,
-        )
+        ).build(device)
         default_streams = DEFAULT_STREAMS_CUDA if device.type == "cuda" else DEFAULT_STREAMS_CPU
         self.num_streams = options.num_streams or default_streams
         self._slots = _Slots(device, self.num_streams)

@@ -43,7 +43,7 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         return av.open(str(source), "r")
     except av.error.InvalidDataError:
         raise InputError(f"{source}: not a media file FFmpeg can read, or truncated") from None
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
         if getattr(exc, "errno", None) == errno.EACCES:
             raise InputError(f"{source}: not readable (permission denied)") from None
         raise InputError(f"{source}: cannot be opened ({_first_line(exc)})") from None
