@@ -100,6 +100,11 @@ def test_build_on_another_device_than_the_record_names(weights_file: Path) -> No
         options.build()
 
 
+def test_an_unknown_engine_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown engine 'jit'"):
+        ModelOptions(engine="jit")
+
+
 def test_build_refuses_weights_of_another_scale(weights_file: Path) -> None:
     from vapsr_video.errors import WeightsError
 

@@ -216,6 +216,10 @@ def run_units(backend: Backend, model: ModelOptions, settings: UnitSettings, *, 
                 raise UsageError("every batch worker died (on Ray: see the Ray logs)")
     except KeyboardInterrupt:
         backend.cancel()
+        for done in backend.wait(0):
+            # A unit that completed while the others stopped is kept; failures now may be the stop itself.
+            if isinstance(done.outcome, Finished | Planned) and done.worker in in_flight:
+                record_success(db, in_flight[done.worker], prefix + done.worker, done.outcome, run_id=run_id, ui=ui)
         raise
     finally:
         db.release(prefix)

@@ -107,6 +107,8 @@ class RayBackend:
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
+        if not self._in_flight:
+            return []
         ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=timeout)
         ended: list[Done] = []
         for ref in ready:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vapsr_video.errors import UsageError
 from vapsr_video.inference.upscaler import DEFAULT_OVERLAP, Upscaler
 
 ENGINES = ("eager", "compile")
@@ -55,6 +56,8 @@ class ModelOptions:
             object.__setattr__(self, "weights", str(self.weights))
         if isinstance(self.device, torch.device):
             object.__setattr__(self, "device", str(self.device))
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
 
     def build(self, device: str | torch.device | None = None) -> Upscaler:
         """Load the model and return an :class:`Upscaler` on ``device`` (default: :attr:`device`)."""
