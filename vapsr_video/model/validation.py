@@ -41,7 +41,7 @@ from vapsr_video.model.vapsr import ModelConfig, VapSR
 EXPECTED = "a VapSR checkpoint (keys conv_first.*, body.N.*, conv_body.*, upsampler.*)"
 
 # The largest network accepted: four times the published width, three times the depth.
-# Its fp32 tensors take about 60 MB; the authors' checkpoints are under 3 MB.
+# Its fp32 tensors take about 57 MB; the authors' checkpoints are under 3 MB.
 LIMITS = {"num_feat": 256, "num_blocks": 64, "d_atten": 256}
 # Two full sets of the largest network (BasicSR stores params and params_ema) plus slack.
 MAX_FILE_BYTES = 256 * 1024 * 1024
