@@ -264,6 +264,7 @@ def test_cli_with_a_name_not_fetched_says_which_command_fetches_it(cache: Path, 
     assert not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.slow
 def test_batch_accepts_a_cached_name(cache: Path, reference_weights_dir: Path, tmp_path: Path) -> None:
     place_by_hand(reference_weights_dir, "VapSR_X2")
     src, dst = tmp_path / "src", tmp_path / "dst"
