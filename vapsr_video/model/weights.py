@@ -4,6 +4,10 @@ Accepted: the authors' BasicSR checkpoints (``{'params_ema': ..., 'params': ...}
 ``params_ema`` preferred), a bare state dict saved with ``torch.save``, and
 safetensors files (the project's own format, with metadata). The network's
 configuration is read from the tensor shapes, so a file is all a user passes.
+
+Every file is validated before any tensor is allocated (``validation``); where a
+file is accepted, a known model name is too (``catalog``), and with no weights
+at all ``$VAPSR_VIDEO_WEIGHTS`` names the default (:func:`default_weights_path`).
 """
 
 from __future__ import annotations
