@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import resource
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +216,141 @@ def test_cli_in_a_real_process_prints_no_traceback(tmp_path: Path, tiny_model: V
     assert "refused" in result.stderr
     assert not (tmp_path / "code-was-executed").exists()
     assert not (tmp_path / "out.png").exists()
+
+
+# --- hostile files: refused before anything large is allocated (issue #9) ------------------------------
+
+
+def write_raw_safetensors(path: Path, entries: dict[str, tuple[str, tuple[int, ...], bytes]]) -> Path:
+    """A safetensors file written by hand, so it can declare what no library would write."""
+    header, data, offset = {}, b"", 0
+    for key, (dtype, shape, payload) in entries.items():
+        header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(payload)]}
+        data += payload
+        offset += len(payload)
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    return path
+
+
+def huge_zero_size_file(path: Path, num_feat: int = 20_000) -> Path:
+    """The issue's attack: a 2 MB file whose declared shapes make the network ask for 14 GB.
+
+    conv_first carries real data (so the width is believable); every other tensor
+    is zero-size, so it costs nothing in the file but still declares its shape.
+    """
+    return write_raw_safetensors(path, {
+        "conv_first.weight": ("F32", (num_feat, 3, 3, 3), bytes(num_feat * 27 * 4)),
+        "body.0.proj_1.weight": ("F32", (64, num_feat, 1, 0), b""),
+        "conv_body.weight": ("F32", (num_feat, num_feat, 3, 0), b""),
+        "upsampler.2.weight": ("F32", (12, 56, 3, 0), b""),
+    })
+
+
+def _state_dict_as(model: VapSR, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {key: tensor.detach().to(dtype).contiguous() for key, tensor in model.state_dict().items()}
+
+
+def _hostile_files(folder: Path, tiny_model: VapSR) -> dict[str, tuple[Path, str]]:
+    """name -> (file, a phrase the refusal must contain)."""
+    files: dict[str, tuple[Path, str]] = {}
+    files["huge zero-size shapes"] = (huge_zero_size_file(folder / "huge.safetensors"), "zero-size dimension")
+    full = {key: tensor.contiguous() for key, tensor in VapSR(ModelConfig(scale=2)).state_dict().items()}
+    full["conv_body.weight"] = torch.empty(48, 0, 3, 3)
+    for suffix in ("safetensors", "pth"):
+        path = folder / f"zero-dim.{suffix}"
+        save_file(full, str(path)) if suffix == "safetensors" else torch.save(full, path)
+        files[f"(48,0,3,3) {suffix}"] = (path, "zero-size dimension")
+    for dtype, phrase in ((torch.int32, "dtype I32"), (torch.bool, "dtype BOOL"), (torch.float64, "dtype F64")):
+        tensors = _state_dict_as(tiny_model, dtype)
+        save_file(tensors, str(folder / f"{dtype}.safetensors"))
+        files[f"{dtype} safetensors"] = (folder / f"{dtype}.safetensors", phrase)
+        torch.save({"params_ema": tensors}, folder / f"{dtype}.pth")
+        torch_name = str(dtype).removeprefix("torch.")
+        files[f"{dtype} pth"] = (folder / f"{dtype}.pth", f"dtype {torch_name}")
+    with_nan = _state_dict_as(tiny_model, torch.float32)
+    with_nan["body.0.proj_2.weight"][0, 0, 0, 0] = float("nan")
+    save_file(with_nan, str(folder / "nan.safetensors"))
+    files["NaN safetensors"] = (folder / "nan.safetensors", "NaN or infinite")
+    with_nan["body.0.proj_2.weight"][0, 0, 0, 0] = float("inf")
+    torch.save(with_nan, folder / "inf.pth")
+    files["infinity pth"] = (folder / "inf.pth", "NaN or infinite")
+    header_bomb = folder / "header.safetensors"
+    header_bomb.write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    files["absurd header length"] = (header_bomb, "safetensors header of")
+    lying = write_raw_safetensors(folder / "lying.safetensors",
+                                  {"conv_first.weight": ("F32", (2**31, 2**31, 3, 3), bytes(16))})
+    files["shape larger than its bytes"] = (lying, "declares shape")
+    return files
+
+
+HOSTILE_KINDS = ["huge zero-size shapes", "(48,0,3,3) safetensors", "(48,0,3,3) pth", "torch.int32 safetensors",
+                 "torch.int32 pth", "torch.bool safetensors", "torch.bool pth", "torch.float64 safetensors",
+                 "torch.float64 pth", "NaN safetensors", "infinity pth", "absurd header length",
+                 "shape larger than its bytes"]
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_cli_refuses_hostile_weights_in_one_line_with_exit_code_5(
+    tmp_path: Path, tiny_model: VapSR, small_png: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    path, phrase = _hostile_files(tmp_path, tiny_model)[kind]
+    output = tmp_path / "out.png"
+    code = cli_main([str(small_png), str(output), "--weights", str(path)])  # any traceback would fail the test
+    err = capsys.readouterr().err
+    assert code == ExitCode.BAD_WEIGHTS == 5
+    assert err.count("\n") == 1 and err.startswith("vapsr-video: error: "), err
+    assert str(path) in err and phrase in err, err
+    assert not output.exists()
+
+
+def test_huge_declared_shapes_allocate_nothing(tmp_path: Path, small_png: Path) -> None:
+    """In a child limited to 4 GB of address space (torch itself maps about 3), the file must be refused,
+    not run out of memory: the network it declares would need 14 GB."""
+    path = huge_zero_size_file(tmp_path / "huge.safetensors")
+    assert path.stat().st_size < 3 * 1024 * 1024
+    limit = 4 * 1024**3
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = subprocess.run([sys.executable, "-m", "vapsr_video", str(small_png), str(tmp_path / "out.png"),
+                             "--weights", str(path)], capture_output=True, text=True, timeout=300,
+                            preexec_fn=limit_memory, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "zero-size dimension" in result.stderr
+
+
+def test_a_network_wider_than_any_vapsr_is_refused_from_its_declared_shapes() -> None:
+    from vapsr_video.model.validation import check_declared_shapes, expected_shapes
+
+    shapes = expected_shapes(ModelConfig(scale=2, num_feat=512, num_blocks=2))  # built on the meta device
+    with pytest.raises(WeightsError, match="num_feat 512 is more than any VapSR uses"):
+        check_declared_shapes(shapes, "wide.safetensors")
+    shapes = expected_shapes(ModelConfig(scale=2, num_feat=16, num_blocks=65))
+    with pytest.raises(WeightsError, match="num_blocks 65"):
+        check_declared_shapes(shapes, "deep.safetensors")
+    shapes = dict(expected_shapes(ModelConfig(scale=2, num_feat=16, num_blocks=2)))
+    shapes["body.1.proj_2.weight"] = (16, 4096, 1, 1)  # one tensor off: would make load_state_dict fail late
+    with pytest.raises(WeightsError, match=r"body.1.proj_2.weight has shape \(16, 4096, 1, 1\)"):
+        check_declared_shapes(shapes, "odd.safetensors")
+
+
+def test_pth_archive_that_unpacks_past_the_bound_is_refused(tmp_path: Path, tiny_model: VapSR) -> None:
+    """Zip records can be compressed: a small file holding a record that unpacks to 260 MB never reaches
+    torch.load (the bound is on what the archive's directory says it unpacks to)."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.pth"
+    torch.save(tiny_model.state_dict(), bomb)
+    with zipfile.ZipFile(bomb) as archive:
+        prefix = archive.infolist()[0].filename.split("/")[0]
+    with (zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+          archive.open(f"{prefix}/data/999", "w", force_zip64=True) as record):
+        zeros = bytes(1 << 20)
+        for _ in range(260):
+            record.write(zeros)
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    with pytest.raises(WeightsError, match="the archive unpacks to"):
+        load_model(bomb)

@@ -4,12 +4,17 @@ Accepted: the authors' BasicSR checkpoints (``{'params_ema': ..., 'params': ...}
 ``params_ema`` preferred), a bare state dict saved with ``torch.save``, and
 safetensors files (the project's own format, with metadata). The network's
 configuration is read from the tensor shapes, so a file is all a user passes.
+
+Every file is validated before any tensor is allocated (``validation``); where a
+file is accepted, a known model name is too (``catalog``), and with no weights
+at all ``$VAPSR_VIDEO_WEIGHTS`` names the default (:func:`default_weights_path`).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import logging
+import os
 import pickle
 import re
 import struct
@@ -19,12 +24,22 @@ from typing import Any
 import torch
 
 from vapsr_video.errors import WeightsError
+from vapsr_video.model.catalog import BUNDLED_DIR, find_model, resolve_weights
+from vapsr_video.model.validation import (
+    EXPECTED,
+    check_declared_shapes,
+    check_file_size,
+    check_loaded_tensors,
+    check_torch_archive,
+    config_from_shapes,
+    read_safetensors_header,
+)
 from vapsr_video.model.vapsr import ModelConfig, VapSR, published_config
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled_weights"
+WEIGHTS_ENV = "VAPSR_VIDEO_WEIGHTS"  # a known name or a file: the default model when none is given
+
+log = logging.getLogger(__name__)
 SAFETENSORS_SUFFIX = ".safetensors"
-_BODY_KEY = re.compile(r"^body\.(\d+)\.")
-_EXPECTED = "a VapSR checkpoint (keys conv_first.*, body.N.*, conv_body.*, upsampler.*)"
 
 
 def _looks_like_safetensors(head: bytes, file_size: int) -> bool:
@@ -34,18 +49,17 @@ def _looks_like_safetensors(head: bytes, file_size: int) -> bool:
     return 0 < header_len <= file_size - 8 and head[8:9] == b"{"
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError, safe_open
 
     try:
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+            for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
                 tensors[key] = handle.get_tensor(key)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
-    return tensors, metadata
+    return tensors
 
 
 def _first_line(exc: BaseException) -> str:
@@ -54,6 +68,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_torch_file(path: Path) -> Any:
+    check_torch_archive(path)
     try:
         # weights_only: the unpickler accepts tensors and plain containers only, so
         # a checkpoint that carries code is refused instead of run.
@@ -65,19 +80,19 @@ def _read_torch_file(path: Path) -> Any:
             what = f" ({found.group(1)})" if found else ""
             raise WeightsError(
                 f"{path}: refused: the file holds Python objects other than tensors{what}; "
-                f"expected {_EXPECTED}; nothing in it was executed"
+                f"expected {EXPECTED}; nothing in it was executed"
             ) from None
-        raise WeightsError(f"{path}: not a PyTorch checkpoint ({message}); expected {_EXPECTED}") from None
+        raise WeightsError(f"{path}: not a PyTorch checkpoint ({message}); expected {EXPECTED}") from None
     except (RuntimeError, EOFError, ValueError, OSError, struct.error, UnicodeDecodeError) as exc:
         raise WeightsError(
-            f"{path}: not a readable PyTorch checkpoint, or truncated ({_first_line(exc)}); expected {_EXPECTED}"
+            f"{path}: not a readable PyTorch checkpoint, or truncated ({_first_line(exc)}); expected {EXPECTED}"
         ) from None
     except Exception as exc:
         # Garbage fed to the (restricted) unpickler fails in arbitrary ways (IndexError,
-        # KeyError, ...); with weights_only nothing was executed, so any failure means
-        # "not a checkpoint".
+        # KeyError, MemoryError for absurd declared sizes, ...); with weights_only nothing
+        # was executed, so any failure means "not a checkpoint".
         raise WeightsError(
-            f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)}); expected {_EXPECTED}"
+            f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)}); expected {EXPECTED}"
         ) from None
 
 
@@ -89,15 +104,24 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                 obj = inner
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: expected {_EXPECTED}, found a {type(obj).__name__} that is not a dict of tensors")
+        raise WeightsError(f"{path}: expected {EXPECTED}, found a {type(obj).__name__} that is not a dict of tensors")
+    return _without_module_prefix(obj)
+
+
+def _without_module_prefix(mapping: dict[str, Any]) -> dict[str, Any]:
     # Checkpoints saved from nn.DataParallel prefix every key.
-    if all(k.startswith("module.") for k in obj):
-        obj = {k.removeprefix("module."): v for k, v in obj.items()}
-    return obj
+    if mapping and all(k.startswith("module.") for k in mapping):
+        return {k.removeprefix("module."): v for k, v in mapping.items()}
+    return mapping
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors of a weights file and its metadata (empty for ``.pth`` files)."""
+    """The tensors of a weights file and its metadata (empty for ``.pth`` files).
+
+    The file is validated before any tensor is allocated and the tensors after
+    reading (see :mod:`vapsr_video.model.validation`): what comes back is always a
+    complete VapSR of sane size with finite floating-point weights.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
@@ -108,44 +132,22 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read ({exc.strerror})") from None
     if size == 0:
-        raise WeightsError(f"{path}: empty file; expected {_EXPECTED}")
+        raise WeightsError(f"{path}: empty file; expected {EXPECTED}")
+    check_file_size(path, size)
     if path.suffix == SAFETENSORS_SUFFIX or _looks_like_safetensors(head, size):
-        tensors, metadata = _read_safetensors(path)
-        return _unwrap_state_dict(tensors, path), metadata
-    return _unwrap_state_dict(_read_torch_file(path), path), {}
+        header = read_safetensors_header(path, size)
+        check_declared_shapes(_without_module_prefix(header.shapes), str(path))
+        tensors = _without_module_prefix(_read_safetensors(path))
+        metadata = header.metadata
+    else:
+        tensors, metadata = _unwrap_state_dict(_read_torch_file(path), path), {}
+    check_loaded_tensors(tensors, str(path))
+    return tensors, metadata
 
 
 def infer_config(state_dict: dict[str, torch.Tensor], source: str = "weights") -> ModelConfig:
     """Read the network's configuration from tensor shapes alone."""
-
-    def shape(key: str) -> tuple[int, ...]:
-        tensor = state_dict.get(key)
-        if tensor is None:
-            sample = ", ".join(sorted(state_dict)[:4])
-            raise WeightsError(
-                f"{source}: expected {_EXPECTED}, found another architecture "
-                f"({len(state_dict)} tensors, e.g. {sample}; no {key})"
-            )
-        return tuple(tensor.shape)
-
-    first = shape("conv_first.weight")
-    if len(first) != 4 or first[1] != 3:
-        raise WeightsError(f"{source}: conv_first.weight has shape {first}, expected (C, 3, 3, 3)")
-    num_feat = first[0]
-    block_ids = sorted({int(m.group(1)) for k in state_dict if (m := _BODY_KEY.match(k))})
-    if not block_ids or block_ids != list(range(len(block_ids))):
-        raise WeightsError(f"{source}: expected VapSR blocks body.0 ... body.N, found {block_ids[:5] or 'none'}")
-    d_atten = shape("body.0.proj_1.weight")[0]
-    conv_groups = num_feat // shape("conv_body.weight")[1]
-    if "upsampler.3.weight" in state_dict:
-        scale = 4
-    else:
-        out_channels = shape("upsampler.2.weight")[0]
-        scale = math.isqrt(out_channels // 3)
-        if scale not in (2, 3) or 3 * scale * scale != out_channels:
-            raise WeightsError(f"{source}: upsampler.2 has {out_channels} outputs, expected 12 (x2) or 27 (x3)")
-    return ModelConfig(scale=scale, num_feat=num_feat, num_blocks=len(block_ids),
-                       d_atten=d_atten, conv_groups=conv_groups)
+    return config_from_shapes({key: tuple(tensor.shape) for key, tensor in state_dict.items()}, source)
 
 
 def build_model(state_dict: dict[str, torch.Tensor], source: str = "weights") -> VapSR:
@@ -172,13 +174,42 @@ def bundled_weights_path(variant: str = "vapsr", scale: int = 2) -> Path:
     return path
 
 
-def load_model(weights: str | Path | None = None, *, variant: str = "vapsr", scale: int | None = None) -> VapSR:
-    """Load a VapSR from ``weights``, or the bundled model for ``variant``/``scale``.
+def default_weights_path(variant: str | None = None, scale: int | None = None) -> Path:
+    """The weights used when none are given: ``$VAPSR_VIDEO_WEIGHTS`` if it fits, else the bundled model.
 
-    With an explicit file the configuration comes from the file; a ``scale`` that
+    The environment's model fits unless ``scale`` asks for another scale, or
+    ``variant`` asks for ``vapsr-s`` and it is not a VapSR-S (``"vapsr"``, the
+    default variant, asks for nothing). When it does not fit, the bundled model
+    for ``variant`` x``scale`` is used and a warning says so.
+    """
+    spec = os.environ.get(WEIGHTS_ENV, "").strip()
+    if spec:
+        label = f"{WEIGHTS_ENV}={spec}"
+        path = resolve_weights(spec, label)
+        if not path.is_file():
+            raise WeightsError(f"{label}: no such weights file, nor a known model name "
+                               "(see 'vapsr-video weights list')")
+        known = None if Path(spec).is_file() else find_model(spec)  # a file of that name wins, as everywhere
+        config = (published_config(known.variant, known.scale) if known
+                  else infer_config(read_state_dict(path)[0], label))
+        scale_fits = scale is None or scale == config.scale
+        variant_fits = variant in (None, "vapsr") or variant == config.variant
+        if scale_fits and variant_fits:
+            return path
+        asked = f"{variant or 'vapsr'} x{scale or config.scale}"
+        log.warning("%s is a %s x%d model but %s was asked for; using the bundled %s", label, config.variant,
+                    config.scale, asked, asked)
+    return bundled_weights_path(variant or "vapsr", scale or 2)
+
+
+def load_model(weights: str | Path | None = None, *, variant: str = "vapsr", scale: int | None = None) -> VapSR:
+    """Load a VapSR from ``weights`` (a file or a known model name, see
+    :mod:`vapsr_video.model.catalog`), or else from :func:`default_weights_path`.
+
+    With explicit weights the configuration comes from the file; a ``scale`` that
     contradicts it is an error rather than a silent surprise.
     """
-    path = Path(weights) if weights is not None else bundled_weights_path(variant, scale or 2)
+    path = resolve_weights(weights) if weights is not None else default_weights_path(variant, scale)
     state_dict, _ = read_state_dict(path)
     model = build_model(state_dict, str(path))
     if scale is not None and model.scale != scale:

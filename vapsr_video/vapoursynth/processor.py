@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from vapsr_video.inference.devices import resolve_device
 from vapsr_video.inference.options import ModelOptions
 from vapsr_video.inference.upscaler import DEFAULT_OVERLAP
 from vapsr_video.model.vapsr import VARIANTS
-from vapsr_video.model.weights import bundled_weights_path
+from vapsr_video.model.weights import WEIGHTS_ENV, bundled_weights_path, default_weights_path
 from vapsr_video.vapoursynth.formats import FILTER_NAME, ClipDescription, plane_dtype
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def _precision(options: FilterOptions, sample_dtype: np.dtype, device: torch.dev
 
 def _default_weights(options: FilterOptions) -> Path:
     variant, scale = options.model or "vapsr", options.scale or 2
+    if os.environ.get(WEIGHTS_ENV):
+        return default_weights_path(options.model, options.scale)  # its errors name the variable
     try:
         return bundled_weights_path(variant, scale)
     except WeightsError:
