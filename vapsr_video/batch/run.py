@@ -123,6 +123,7 @@ def run_batch(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, 
     became of each file (its ``exit_code``: 0 all done or skipped, 1 a failure, 130
     interrupted). Ctrl-C and SIGTERM stop the run cleanly: it resumes next time."""
     check_folders(src, dst)
+    model = model.with_weights_pinned()  # workers elsewhere load the file this process resolved
     digest = options_digest(model, encode, settings.output_ext)
     state_dir = dst / STATE_DIR_NAME
     sources = _sources(src, dst, settings)

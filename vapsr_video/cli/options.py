@@ -21,8 +21,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
                        help="upscaling factor (default 2, or the scale of --weights)")
     group.add_argument("--model", choices=VARIANTS, default="vapsr", help="network variant (default vapsr)")
-    group.add_argument("--weights", metavar="FILE",
-                       help="a VapSR checkpoint (.pth or .safetensors); default: the bundled weights")
+    group.add_argument("--weights", metavar="FILE|NAME",
+                       help="a VapSR checkpoint (.pth or .safetensors) or a known model name such as VapSR_X2 "
+                            "('vapsr-video weights list'); default: $VAPSR_VIDEO_WEIGHTS, else the bundled weights")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     group.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                        help="arithmetic (default fp16 on CUDA, fp32 on CPU)")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch
 
 from vapsr_video.errors import UsageError
 from vapsr_video.inference.upscaler import DEFAULT_OVERLAP, Upscaler
+from vapsr_video.model.catalog import resolve_weights
+from vapsr_video.model.weights import WEIGHTS_ENV, default_weights_path
 
 ENGINES = ("eager", "compile")
 
@@ -75,12 +78,23 @@ class ModelOptions:
         with, so upgrading does not make a finished archive look changed.
         """
         chosen: dict[str, Any] = {
-            "model": self.variant, "scale": self.scale, "weights": _weights_identity(self.weights),
+            "model": self.variant, "scale": self.scale,
+            "weights": _weights_identity(self.weights, self.variant, self.scale),
             "precision": self.precision, "tile": self.tile, "tile_overlap": self.tile_overlap,
         }
         if self.engine != "eager":
             chosen["engine"] = self.engine  # absent for eager, so existing fingerprints stay valid
         return chosen
+
+    def with_weights_pinned(self) -> ModelOptions:
+        """These options with ``weights`` turned into the file it means now (a known name,
+        or ``$VAPSR_VIDEO_WEIGHTS`` when no weights were given), so that workers in other
+        processes or on other machines load exactly what this process chose."""
+        if self.weights is None and not os.environ.get(WEIGHTS_ENV, "").strip():
+            return self  # the bundled weights: the same file in every installation of this version
+        path = default_weights_path(self.variant, self.scale) if self.weights is None \
+            else resolve_weights(self.weights)
+        return replace(self, weights=str(path))
 
     def digest(self) -> str:
         """A short, stable hash of :meth:`identity`: equal in every process for equal options."""
@@ -92,12 +106,15 @@ def stable_digest(values: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _weights_identity(weights: str | None) -> list[Any] | None:
+def _weights_identity(weights: str | None, variant: str, scale: int | None) -> list[Any] | None:
     """What identifies a weights file: its resolved path, size and modification time,
-    so replacing the file in place counts as a change. The one place that turns the
-    ``weights`` option into a file, for when it may also be a name to resolve."""
+    so replacing the file in place counts as a change. A known model name and the
+    ``$VAPSR_VIDEO_WEIGHTS`` default count as the file they resolve to."""
     if weights is None:
-        return None
-    path = Path(weights)
+        if not os.environ.get(WEIGHTS_ENV, "").strip():
+            return None  # the bundled weights (kept as None: fingerprints of existing jobs stay valid)
+        path = default_weights_path(variant, scale)
+    else:
+        path = resolve_weights(weights)
     stat = path.stat() if path.exists() else None
     return [str(path.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
