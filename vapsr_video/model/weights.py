@@ -20,6 +20,7 @@ import torch
 
 from vapsr_video.errors import WeightsError
 from vapsr_video.model.vapsr import ModelConfig, VapSR, published_config
+from vapsr_video.safe_output import atomic_output
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled_weights"
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -207,6 +208,5 @@ def save_weights(model: VapSR, path: str | Path, metadata: dict[str, Any] | None
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata=info)
-    temporary.replace(path)
+    with atomic_output(path, overwrite=True) as temporary:
+        save_file(tensors, str(temporary), metadata=info)
