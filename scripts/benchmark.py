@@ -219,7 +219,10 @@ def stage_pipeline(args: argparse.Namespace) -> dict:
 
 def stage_naive(args: argparse.Namespace) -> dict:
     """ffmpeg-python pipes of raw RGB, one synchronous fp32 forward per frame (as common scripts do)."""
-    import ffmpeg
+    try:
+        import ffmpeg
+    except ImportError:
+        raise SystemExit("the naive baseline needs ffmpeg-python: pip install 'vapsr-video[bench]'") from None
     import numpy as np
     import torch
 
