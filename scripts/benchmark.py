@@ -159,7 +159,7 @@ def stage_encode(args: argparse.Namespace) -> dict:
         tensor_to_samples,
     )
     from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
-    from vapsr_video.video.pipeline import _output_colour  # the same tags the pipeline writes
+    from vapsr_video.video.output_file import output_colour  # the same tags the pipeline writes
 
     scale = args.scale
     upscaled: list[np.ndarray] = []
@@ -190,7 +190,7 @@ def stage_encode(args: argparse.Namespace) -> dict:
         video = output.add_stream(choice.codec)
         configure_video_stream(video, choice, width=out_layout.width, height=out_layout.height, time_base=time_base,
                                frame_rate=rate, sample_aspect_ratio=None,
-                               colour=_output_colour(spec, layout, out_layout))
+                               colour=output_colour(spec, layout, out_layout))
         started = time.perf_counter()
         for planes, frame_pts in zip(upscaled, pts, strict=True):
             frame = frame_from_buffer(planes, out_layout)
@@ -219,7 +219,10 @@ def stage_pipeline(args: argparse.Namespace) -> dict:
 
 def stage_naive(args: argparse.Namespace) -> dict:
     """ffmpeg-python pipes of raw RGB, one synchronous fp32 forward per frame (as common scripts do)."""
-    import ffmpeg
+    try:
+        import ffmpeg
+    except ImportError:
+        raise SystemExit("the naive baseline needs ffmpeg-python: pip install 'vapsr-video[bench]'") from None
     import numpy as np
     import torch
 

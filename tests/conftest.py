@@ -6,6 +6,7 @@ checkout; tests that need it skip with a reason that says so.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +20,11 @@ from vapsr_video.model.vapsr import ModelConfig, VapSR
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 REFERENCE_CHECKPOINTS = ("VapSR_X2.pth", "VapSR_X3.pth", "VapSR_X4.pth", "VapSR-S.pth")
+
+# `vapsr-video eval` finds its benchmarks and reference results through this variable (the installed
+# package knows nothing of the checkout); the CLI tests inherit it. A value the caller set wins.
+if (SHARED_DIR / "data").is_dir():
+    os.environ.setdefault("VAPSR_VIDEO_DATA", str(SHARED_DIR / "data"))
 
 
 @pytest.fixture(scope="session")

@@ -209,3 +209,27 @@ def test_eval_without_weights_says_that_weights_are_needed(capsys: pytest.Captur
     assert cli_main(["eval", "--sets", "Set5"]) == 5
     err = capsys.readouterr().err
     assert "no bundled weights" in err and "--weights" in err
+
+
+def test_eval_without_a_data_folder_says_how_to_give_one(tmp_path: Path, tiny_model_factory,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # The installed package knows of no data folder: --data or VAPSR_VIDEO_DATA must name one.
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(tiny_model_factory(scale=2), weights)
+    monkeypatch.delenv("VAPSR_VIDEO_DATA", raising=False)
+    assert cli_main(["eval", "--weights", str(weights), "--sets", "Tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --data DIR" in err and "VAPSR_VIDEO_DATA" in err and err.count("\n") == 1
+    assert cli_main(["eval", "--weights", str(weights), "--data", str(tmp_path), "--reference"]) == 2
+    assert "pass --reference FILE" in capsys.readouterr().err
+
+    data = tmp_path / "data"
+    (data / "benchmarks" / "Tiny" / "HR").mkdir(parents=True)
+    write_image(data / "benchmarks" / "Tiny" / "HR" / "a.png", StillImage(rgb=_smooth_image(24, 24, 0)))
+    (data / "reference-results.json").write_text(json.dumps({"bicubic": {}, "measured": {}}))
+    monkeypatch.setenv("VAPSR_VIDEO_DATA", str(data))
+    assert cli_main(["eval", "--weights", str(weights), "--sets", "Tiny", "--reference", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "dPSNR" in lines[0]  # the reference file in $VAPSR_VIDEO_DATA was read
+    assert any(line.startswith("tiny.safetensors") and " Tiny " in line for line in lines)

@@ -91,3 +91,18 @@ def test_killed_training_resumes_to_the_same_weights(image_folder: Path, tmp_pat
     expected, got = final_weights(uninterrupted), final_weights(resumed)
     for key, tensor in expected.items():
         torch.testing.assert_close(got[key], tensor, rtol=0, atol=0, msg=f"{key} differs after resume")
+
+
+def test_a_16_bit_training_image_is_refused_not_quietly_reduced(image_folder: Path, tmp_path: Path) -> None:
+    from vapsr_video.imaging.image_files import StillImage, write_image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for image in image_folder.iterdir():
+        (data / image.name).write_bytes(image.read_bytes())
+    deep = np.random.default_rng(1).integers(0, 65536, (96, 96, 3), dtype=np.uint16)
+    write_image(data / "deep.png", StillImage(rgb=deep))
+    result = subprocess.run(train_command(data, tmp_path / "run", 4), capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert f"{data / 'deep.png'}: a 16-bit image" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

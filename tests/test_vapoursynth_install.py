@@ -43,8 +43,10 @@ CHECK_AUTOLOAD = textwrap.dedent("""
 
 
 def _copy_distribution(site_packages: Path, target: Path, package: str) -> None:
+    # Not its plugins folder: other plugins would come without their libraries, and `make setup`'s link to
+    # the source tree's library would let the wheel's install write through it.
     shutil.copytree(Path(vapoursynth.__file__).parent, target / package, symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+                    ignore=shutil.ignore_patterns("__pycache__", "plugins"))
     for info in site_packages.glob(f"{package}-*.dist-info"):
         shutil.copytree(info, target / info.name)
 

@@ -1,13 +1,22 @@
 """Writing an output file so that it appears at its final path only when complete.
 
 The data goes to a hidden temporary file in the same folder (so the final
-``os.replace`` is an atomic rename on the same file system); on any failure,
-Ctrl-C included, the temporary file is removed and the final path is untouched.
+rename is atomic on the same file system); on any failure, Ctrl-C included, the
+temporary file is removed and the final path is untouched.
+
+:func:`publish` is the one place where a finished file reaches its final path
+(every writer of the project goes through it: video and image outputs, batch
+outputs and segments, weight files, training checkpoints, evaluation reports).
+It alone decides whether an existing file may be replaced.
+
+This module imports nothing of the project but ``errors``, so that every package
+(``model/`` included) can use it without an import cycle.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -45,12 +54,71 @@ def check_output_path(input_path: str | Path, output_path: str | Path, *, overwr
     return target
 
 
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; some file systems refuse to open or sync a folder, which is no error.
+    with contextlib.suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _link_without_replacing(staged: Path, final: Path) -> None:
+    """Give ``staged`` the name ``final`` only if nothing has that name (atomic), then drop the staged name."""
+    try:
+        os.link(staged, final)
+    except FileExistsError:
+        raise OutputError(f"{final}: already exists; pass --overwrite to replace it") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # A file system without hard links: check, then rename (not atomic against a racing writer).
+        if os.path.lexists(final):
+            raise OutputError(f"{final}: already exists; pass --overwrite to replace it") from None
+        os.replace(staged, final)
+        return
+    staged.unlink()
+
+
+def publish(staged: str | Path, final: str | Path, *, overwrite: bool, fsync: bool = True) -> None:
+    """Move the complete file ``staged`` to ``final`` in one atomic step.
+
+    The file gets the permissions a new file normally has (temporary files are
+    created private), its data is flushed to disk before the rename and the
+    rename after it, so a crash leaves either the old file or the whole new one.
+    ``overwrite``: replace an existing ``final``; without it an existing file is
+    never touched and :class:`OutputError` says so. ``staged`` must be on the
+    same file system as ``final`` (a file beside it, or in a work folder under
+    the same root).
+
+    Raises:
+        OutputError: ``final`` exists (without ``overwrite``) or cannot be written.
+    """
+    staged, final = Path(staged), Path(final)
+    try:
+        os.chmod(staged, default_file_mode())
+        if fsync:
+            with open(staged, "rb") as written:
+                os.fsync(written.fileno())
+        if overwrite:
+            os.replace(staged, final)
+        else:
+            _link_without_replacing(staged, final)
+    except OSError as exc:
+        raise OutputError(f"{final}: cannot write ({exc.strerror or exc})") from None
+    if fsync:
+        _fsync_folder(final.parent)
+
+
 @contextlib.contextmanager
-def atomic_output(output_path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``output_path``; rename it into place on success.
+def atomic_output(output_path: str | Path, *, overwrite: bool = True, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``output_path``; :func:`publish` it there on success.
 
     The temporary name keeps the output's extension so that muxers and encoders
-    that choose a format from the name still do.
+    that choose a format from the name still do. ``overwrite`` is passed to
+    :func:`publish`: callers that checked the path with :func:`check_output_path`
+    pass the same value, so a file that appears in between is not replaced either.
     """
     target = Path(output_path)
     try:
@@ -58,22 +126,10 @@ def atomic_output(output_path: str | Path, *, fsync: bool = True) -> Iterator[Pa
     except OSError as exc:
         raise OutputError(f"{target}: cannot create a file in {target.parent or '.'} ({exc.strerror})") from None
     os.close(handle)
-    temporary = Path(name)
-    # mkstemp makes the file private (0600); give it the mode a normal file would get.
-    os.chmod(temporary, default_file_mode())
+    temporary = Path(name)  # private (0600) until publish gives it a normal file's mode
     try:
         yield temporary
-        if fsync:
-            with open(temporary, "rb") as written:
-                os.fsync(written.fileno())
-        os.replace(temporary, target)
-        if fsync:
-            with contextlib.suppress(OSError):
-                folder = os.open(target.parent or ".", os.O_RDONLY)
-                try:
-                    os.fsync(folder)
-                finally:
-                    os.close(folder)
+        publish(temporary, target, overwrite=overwrite, fsync=fsync)
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink()

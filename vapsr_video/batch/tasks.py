@@ -9,8 +9,6 @@ half-written anywhere else, and its leftovers are wiped when it is redone.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from vapsr_video.batch.discovery import STATE_DIR_NAME
 from vapsr_video.batch.jobs_db import Claim
 from vapsr_video.batch.segments import SegmentRange, assemble, plan_segments
 from vapsr_video.errors import InputError, OutputError, UsageError, VapsrError, WeightsError
-from vapsr_video.safe_output import default_file_mode
+from vapsr_video.safe_output import publish as publish_file
 
 if TYPE_CHECKING:
     from vapsr_video.inference.upscaler import Upscaler
@@ -71,27 +69,14 @@ class Planned:
     ranges: list[SegmentRange]
 
 
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        handle = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-
-
 def publish(staged: Path, final: Path) -> int:
-    """Move a complete file to its final path: fsync, atomic rename, fsync the folder."""
+    """Move a complete file to its final path (creating its folder); returns its size in bytes."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        # Temporary files are created private; the output gets the permissions a new file normally has.
-        os.chmod(staged, default_file_mode())
-        with open(staged, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staged, final)
     except OSError as exc:
         raise OutputError(f"{final}: cannot write ({exc.strerror})") from exc
-    _fsync_folder(final.parent)
+    # Batch outputs replace what a killed earlier attempt or an --overwrite run left there.
+    publish_file(staged, final, overwrite=True)
     return final.stat().st_size
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 import torch
 
 from vapsr_video.errors import InputError, OutputError, WeightsError
-from vapsr_video.evaluation.benchmark_sets import STANDARD_SETS, benchmark_images, default_data_dir
+from vapsr_video.evaluation.benchmark_sets import (
+    BENCHMARKS_SUBFOLDER,
+    DATA_ENV,
+    REFERENCE_FILE,
+    STANDARD_SETS,
+    benchmark_images,
+    data_folder,
+)
 from vapsr_video.evaluation.evaluate import BICUBIC, SetResult, evaluate_bicubic, evaluate_upscaler
 from vapsr_video.inference.devices import PRECISIONS
 from vapsr_video.inference.upscaler import Upscaler
@@ -24,7 +31,7 @@ from vapsr_video.safe_output import atomic_output
 
 PROTOCOL = ("MATLAB-bicubic LR from the HR image (cropped to a multiple of the scale); output clamped, x255, "
             "rounded; PSNR/SSIM on the BT.601 Y channel, border = scale; mean over the images of a set")
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "reference-results.json"
+DEFAULT_REFERENCE = ""  # --reference without a file: the one in $VAPSR_VIDEO_DATA
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sets", nargs="+", default=list(STANDARD_SETS), metavar="SET",
                         help=f"benchmark sets (default: {' '.join(STANDARD_SETS)})")
     parser.add_argument("--data", metavar="DIR", default=None,
-                        help=f"folder holding SET/HR/*.png for each set (default: {default_data_dir()})")
+                        help=f"folder holding SET/HR/*.png for each set (default: ${DATA_ENV}/{BENCHMARKS_SUBFOLDER})")
     parser.add_argument("--json", metavar="FILE", dest="json_path", default=None,
                         help="also write the results (with per-image scores) as JSON, updated after each set; "
                              "replaces FILE")
-    parser.add_argument("--reference", nargs="?", const=str(DEFAULT_REFERENCE), default=None, metavar="FILE",
+    parser.add_argument("--reference", nargs="?", const=DEFAULT_REFERENCE, default=None, metavar="FILE",
                         help="show the difference to reference results (default file: "
-                             f"{DEFAULT_REFERENCE}); weights are matched by file name")
+                             f"${DATA_ENV}/{REFERENCE_FILE}); weights are matched by file name")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                         help="arithmetic (default fp32, the precision the reference numbers use)")
@@ -65,7 +72,8 @@ def bundled_weight_files() -> list[Path]:
 
 
 def load_reference(path: str | Path) -> dict:
-    path = Path(path)
+    """The reference results in ``path`` (empty: the file in ``$VAPSR_VIDEO_DATA``)."""
+    path = Path(path) if path else data_folder("pass --reference FILE") / REFERENCE_FILE
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -139,7 +147,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.json_path:
         _check_json_destination(args.json_path)
-    reference = load_reference(args.reference) if args.reference else None
+    reference = load_reference(args.reference) if args.reference is not None else None
     weight_files = [Path(w) for w in args.weights] if args.weights else bundled_weight_files()
     if not weight_files:
         raise WeightsError(

@@ -2,7 +2,8 @@
 
 ``vapsr-video IN OUT [options]`` upscales a video or an image; the subcommands
 ``eval``, ``batch`` and ``train`` live in their own modules and are imported
-only when used, so a plain upscale starts fast.
+only when used, so a plain upscale starts fast; ``--version`` imports nothing
+else at all.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def run_guarded(command: Callable[[Sequence[str]], int], argv: Sequence[str]) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        from vapsr_video import __version__
+
+        print(f"{PROG} {__version__}")
+        return ExitCode.OK
     if args and args[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[args[0]])
         return run_guarded(module.main, args[1:])

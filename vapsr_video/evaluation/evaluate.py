@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vapsr_video.errors import InputError
 from vapsr_video.evaluation.benchmark_sets import benchmark_images
 from vapsr_video.evaluation.metrics import psnr_y, ssim_y
 from vapsr_video.imaging.bicubic import imresize, modcrop
-from vapsr_video.imaging.image_files import read_rgb
+from vapsr_video.imaging.image_files import read_rgb8
 from vapsr_video.inference.upscaler import Upscaler
 
 BICUBIC = "bicubic"
@@ -53,10 +52,7 @@ class SetResult:
 
 def read_ground_truth(path: Path, scale: int) -> np.ndarray:
     """The HR image as uint8 RGB, cropped to a multiple of ``scale``."""
-    rgb = read_rgb(path)
-    if rgb.dtype != np.uint8:
-        raise InputError(f"{path}: benchmark images must be 8-bit, found {rgb.dtype.itemsize * 8}-bit")
-    return modcrop(rgb, scale)
+    return modcrop(read_rgb8(path), scale)
 
 
 def score_image(hr: np.ndarray, scale: int, restore: Restore) -> tuple[float, float]:

@@ -38,6 +38,9 @@ class ImageFormat:
     options: tuple[tuple[str, str], ...] = ()
 
 
+# Every file name ending this package reads as a still image (training, evaluation and the CLI use this list).
+IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"})
+
 _PNG = ImageFormat("PNG", "png", "rgb24", "rgb48be", "rgba", "rgba64be")
 # Fixed quantiser 2 (the best mjpeg offers in practice) and no chroma subsampling:
 # an upscaler should not throw away the detail it just made.
@@ -141,9 +144,28 @@ def read_image(path: str | Path) -> StillImage:
     return StillImage(rgb=rgb, alpha=alpha)
 
 
+def is_image_path(path: str | Path) -> bool:
+    """Whether ``path``'s name ends in one of :data:`IMAGE_SUFFIXES` (any case)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """The RGB pixels of an image file (alpha, if any, dropped)."""
+    """The RGB pixels of an image file (alpha, if any, dropped), uint8 or uint16."""
     return read_image(path).rgb
+
+
+def read_rgb8(path: str | Path) -> np.ndarray:
+    """The RGB pixels of an 8-bit image file; a deeper one is refused.
+
+    Training and evaluation work on 8-bit images, as the published benchmarks
+    and the evaluation protocol do; reducing a 16-bit image quietly would change
+    what is measured or learnt, so the user converts it knowingly instead.
+    """
+    rgb = read_rgb(path)
+    if rgb.dtype != np.uint8:
+        raise InputError(f"{path}: a 16-bit image; training and evaluation read 8-bit images only "
+                         "(convert it first, e.g. ffmpeg -i IN -pix_fmt rgb24 OUT.png)")
+    return rgb
 
 
 def _encode(image: StillImage, fmt: ImageFormat, path: Path) -> bytes:
@@ -224,18 +246,21 @@ def upscale_image_file(input_path: str | Path, output_path: str | Path, upscaler
             "write .png, .webp or .tiff"
         )
     result = upscale_image(image, upscaler)
-    with atomic_output(target) as temporary:
+    with atomic_output(target, overwrite=overwrite) as temporary:
         write_image(temporary, result, file_format=fmt)
     return target
 
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "OUTPUT_FORMATS",
     "ImageFormat",
     "StillImage",
+    "is_image_path",
     "output_format",
     "read_image",
     "read_rgb",
+    "read_rgb8",
     "upscale_alpha",
     "upscale_image",
     "upscale_image_file",

@@ -35,6 +35,7 @@ from vapsr_video.model.validation import (
     read_safetensors_header,
 )
 from vapsr_video.model.vapsr import ModelConfig, VapSR, published_config
+from vapsr_video.safe_output import atomic_output
 
 WEIGHTS_ENV = "VAPSR_VIDEO_WEIGHTS"  # a known name or a file: the default model when none is given
 
@@ -238,6 +239,5 @@ def save_weights(model: VapSR, path: str | Path, metadata: dict[str, Any] | None
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata=info)
-    temporary.replace(path)
+    with atomic_output(path, overwrite=True) as temporary:
+        save_file(tensors, str(temporary), metadata=info)

@@ -15,23 +15,15 @@ import numpy as np
 import torch
 
 from vapsr_video.imaging.bicubic import imresize, modcrop
-
-IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+from vapsr_video.imaging.image_files import is_image_path, read_rgb8
 
 
 def find_images(folders: Sequence[str | Path]) -> list[Path]:
-    paths = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Every image file under ``folders`` (recursively), sorted."""
+    paths = sorted(p for folder in folders for p in Path(folder).rglob("*") if is_image_path(p) and p.is_file())
     if not paths:
         raise FileNotFoundError(f"no training images under {', '.join(map(str, folders))}")
     return paths
-
-
-def read_rgb8(path: Path) -> np.ndarray:
-    import av
-
-    with av.open(str(path)) as container:
-        frame = next(container.decode(video=0))
-        return frame.to_ndarray(format="rgb24")
 
 
 # Natural photographs rarely hold large flat areas of saturated or extreme colour, and a

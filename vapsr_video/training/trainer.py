@@ -24,6 +24,7 @@ from tqdm import tqdm
 from vapsr_video.inference.devices import resolve_device
 from vapsr_video.model.vapsr import VapSR, published_config
 from vapsr_video.model.weights import build_model, read_state_dict, save_weights
+from vapsr_video.safe_output import atomic_output
 from vapsr_video.training.data import PairedPatches
 from vapsr_video.training.validation import ValidationSet
 
@@ -110,9 +111,9 @@ class Trainer:
             "history": json.dumps(self.history),
             "copied": json.dumps(self.copied),
         }
-        temporary = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, temporary)
-        temporary.replace(self.checkpoint_path)
+        # Each checkpoint replaces the last one, whole: a run killed while saving resumes from the previous one.
+        with atomic_output(self.checkpoint_path, overwrite=True) as temporary:
+            torch.save(state, temporary)
 
     def try_resume(self) -> bool:
         if not self.checkpoint_path.is_file():

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from vapsr_video.imaging.bicubic import imresize, modcrop
+from vapsr_video.imaging.image_files import read_rgb8
 from vapsr_video.model.vapsr import VapSR
-from vapsr_video.training.data import find_images, read_rgb8
+from vapsr_video.training.data import find_images
 
 
 class ValidationSet:
