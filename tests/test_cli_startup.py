@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 HEAVY = ("torch", "av", "numpy", "vapoursynth")
 
 
@@ -34,8 +32,6 @@ def test_importing_the_package_does_not_import_torch() -> None:
     assert result.stdout.split() == ["False", "Upscaler"]  # and still there on first use
 
 
-@pytest.mark.xfail(strict=True, reason="cli/options.py (refactor-core's) imports torch-backed modules for its "
-                                       "argument choices; remove this marker once it does not")
 def test_help_does_not_import_torch() -> None:
     result, modules = modules_after("--help")
     assert result.returncode == 0 and "usage: vapsr-video" in result.stdout

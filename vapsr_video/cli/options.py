@@ -6,26 +6,25 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from vapsr_video.choices import DEFAULT_TILE_OVERLAP as DEFAULT_OVERLAP
+from vapsr_video.choices import PRECISION_NAMES, SCALES, VARIANTS
 from vapsr_video.errors import UsageError
-from vapsr_video.inference.devices import PRECISIONS
-from vapsr_video.inference.options import ModelOptions
-from vapsr_video.inference.upscaler import DEFAULT_OVERLAP
-from vapsr_video.model.vapsr import VARIANTS
 
 if TYPE_CHECKING:
+    from vapsr_video.inference.options import ModelOptions
     from vapsr_video.video.encoder import EncodeOptions
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
+    group.add_argument("--scale", type=int, choices=SCALES, default=None,
                        help="upscaling factor (default 2, or the scale of --weights)")
     group.add_argument("--model", choices=VARIANTS, default="vapsr", help="network variant (default vapsr)")
     group.add_argument("--weights", metavar="FILE|NAME",
                        help="a VapSR checkpoint (.pth or .safetensors) or a known model name such as VapSR_X2 "
                             "('vapsr-video weights list'); default: $VAPSR_VIDEO_WEIGHTS, else the bundled weights")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    group.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
+    group.add_argument("--precision", choices=PRECISION_NAMES, default=None,
                        help="arithmetic (default fp16 on CUDA, fp32 on CPU)")
     group.add_argument("--tile", type=int, default=0, metavar="PIXELS",
                        help="process frames in tiles of this size to save memory (default 0: whole frames)")
@@ -34,6 +33,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options_from_arguments(args: argparse.Namespace) -> ModelOptions:
+    from vapsr_video.inference.options import ModelOptions  # imports torch: not needed for --help
+
     return ModelOptions(weights=args.weights, variant=args.model, scale=args.scale, precision=args.precision,
                         tile=args.tile, tile_overlap=args.tile_overlap, device=args.device,
                         engine=getattr(args, "engine", "eager"))  # commands without --engine run eagerly

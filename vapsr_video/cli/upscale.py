@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vapsr_video")
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +98,9 @@ def main(argv: Sequence[str]) -> int:
         if not args.quiet:
             print(f"{args.input} -> {args.output} ({human_size(Path(args.output).stat().st_size)})")
         return 0
-    if Path(args.output).suffix.lower() in IMAGE_EXTENSIONS:
+    from vapsr_video.imaging.image_files import is_image_path
+
+    if is_image_path(args.output):
         raise UsageError(f"{args.output}: cannot write a video ({args.input}) to an image file; "
                          "use a video extension such as .mp4 or .mkv")
     return _upscale_video(args, info)

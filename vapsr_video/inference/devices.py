@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from vapsr_video.choices import PRECISION_NAMES
 from vapsr_video.errors import UsageError
 
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS: dict[str, torch.dtype] = dict(
+    zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

@@ -19,12 +19,11 @@ from typing import Any
 
 import torch
 
+from vapsr_video.choices import ENGINES
 from vapsr_video.errors import UsageError
 from vapsr_video.inference.upscaler import DEFAULT_OVERLAP, Upscaler
 from vapsr_video.model.catalog import resolve_weights
 from vapsr_video.model.weights import WEIGHTS_ENV, default_weights_path
-
-ENGINES = ("eager", "compile")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vapsr_video.choices import DEFAULT_TILE_OVERLAP
 from vapsr_video.errors import VapsrError
 from vapsr_video.inference.devices import resolve_device, resolve_precision
 from vapsr_video.inference.tiling import run_tiled
@@ -18,9 +19,7 @@ from vapsr_video.model.weights import load_model
 log = logging.getLogger(__name__)
 
 MIN_TILE = 32  # below this the overlap dominates and an OOM is not a tiling problem
-# Context around each tile, in input pixels. Measured on uniform noise (the worst case)
-# with the authors' x4 checkpoint: 32 leaves up to 1.5/255 at tile seams, 40 under 0.12/255.
-DEFAULT_OVERLAP = 40
+DEFAULT_OVERLAP = DEFAULT_TILE_OVERLAP
 
 
 class Upscaler:

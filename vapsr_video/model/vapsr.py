@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vapsr_video.choices import VARIANTS
+
 D_ATTEN = 64  # width of the attention branch in every published checkpoint
 
 
@@ -44,7 +46,6 @@ PUBLISHED_CONFIGS: dict[str, ModelConfig] = {
     "vapsr-s-x4": ModelConfig(scale=4, num_feat=32, num_blocks=11, conv_groups=2),
 }
 
-VARIANTS = ("vapsr", "vapsr-s")
 
 
 def published_config(variant: str, scale: int) -> ModelConfig:

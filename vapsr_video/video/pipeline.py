@@ -47,10 +47,10 @@ from vapsr_video.video.colour import (
 )
 from vapsr_video.video.encoder import EncodeOptions
 from vapsr_video.video.output_file import OutputFile
-from vapsr_video.video.probe import VideoInfo, check_pixel_format, describe, main_video_stream, open_input, probe_video
+from vapsr_video.video.probe import check_pixel_format, describe, main_video_stream, open_input
 from vapsr_video.video.transfer import HostPlanes, make_transfer
 
-__all__ = ["EncodeOptions", "VideoInfo", "VideoResult", "probe_video", "upscale_video"]
+__all__ = ["VideoResult", "upscale_video"]
 
 log = logging.getLogger(__name__)
 
