@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "vapsr_video.cli.evaluate",
     "batch": "vapsr_video.cli.batch",
     "train": "vapsr_video.cli.train",
+    "export": "vapsr_video.cli.export",
 }
 PROG = "vapsr-video"
 
