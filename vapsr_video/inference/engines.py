@@ -60,7 +60,8 @@ class CompiledEngine:
         # Dynamo keeps at most ``recompile_limit`` specialisations per function and silently falls
         # back to eager beyond it; every Upscaler shares VapSR.forward, so make room for all of them.
         config = torch._dynamo.config
-        config.recompile_limit = max(config.recompile_limit, 4 * MAX_SHAPES)
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # before 2.6
+        setattr(config, name, max(getattr(config, name), 4 * MAX_SHAPES))
         self.compiled: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model, dynamic=False)
         self._shapes: set[Shape] = set()
         self._lock = threading.Lock()
