@@ -34,4 +34,4 @@ def test_compiled_engine_matches_eager_and_pads_the_last_batch(tiny_model: VapSR
     torch.testing.assert_close(full, eager(frames[:4]), rtol=0, atol=1e-5)
     torch.testing.assert_close(last, eager(frames[4:]), rtol=0, atol=1e-5)
     assert last.shape == (1, 3, 24, 32)
-    assert compiled.engine._shapes == {(4, 12, 16)}, "the partial batch must reuse the batch-4 graph"
+    assert compiled.engine.compiled_shapes == {(4, 12, 16)}, "the partial batch must reuse the batch-4 graph"

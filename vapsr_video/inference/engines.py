@@ -63,17 +63,33 @@ class CompiledEngine:
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # before 2.6
         setattr(config, name, max(getattr(config, name), 4 * MAX_SHAPES))
         self.compiled: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model, dynamic=False)
-        self._shapes: set[Shape] = set()
+        self._shapes: set[Shape] = set()  # compiled, or being compiled
+        self._ready: set[Shape] = set()
         self._lock = threading.Lock()
+        self._compiling = threading.Lock()  # one compilation at a time: Dynamo's tracing is not thread-safe
+
+    @property
+    def compiled_shapes(self) -> frozenset[Shape]:
+        """The (batch, height, width) shapes compiled so far."""
+        with self._lock:
+            return frozenset(self._ready)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         shape = _shape_of(frames)
         with self._lock:
-            known = shape in self._shapes
-            if not known and len(self._shapes) < MAX_SHAPES:
+            ready = shape in self._ready
+            too_many = not ready and shape not in self._shapes and len(self._shapes) >= MAX_SHAPES
+            if not ready and not too_many:
                 self._shapes.add(shape)
-                known = True
-        return self.compiled(frames) if known else self.model(frames)
+        if too_many:
+            return self.model(frames)
+        if ready:
+            return self.compiled(frames)
+        with self._compiling:
+            result = self.compiled(frames)
+        with self._lock:
+            self._ready.add(shape)
+        return result
 
 
 class _Graph:
