@@ -3,7 +3,6 @@ VapourSynth filter and the batch runner. It knows tensors, not files."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from vapsr_video.errors import VapsrError
+from vapsr_video.inference.cuda_support import release_device_memory
 from vapsr_video.inference.devices import resolve_device, resolve_precision
 from vapsr_video.inference.engines import make_engine
 from vapsr_video.inference.memory import MIN_TILE, Attempt, MemoryPlanner
@@ -152,7 +152,7 @@ class Upscaler:
                 # and with them its activations, until this block is left.
                 failed = True
             if failed:
-                self._release_memory()
+                release_device_memory(self.device)  # unreachable tensors, then the allocator's cache
                 attempt = self._smaller_attempt(size, attempt, chunk_size)
                 continue
             self.memory.succeeded(size, attempt)
@@ -190,12 +190,6 @@ class Upscaler:
         else:
             log.warning("out of memory on %s for one frame; retrying with %d-pixel tiles", self.device, smaller.tile)
         return smaller
-
-    def _release_memory(self) -> None:
-        """Give the failed attempt's memory back before retrying."""
-        gc.collect()  # tensors kept alive only by reference cycles through the discarded frames
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
 
     def upscale_array(self, image: np.ndarray) -> np.ndarray:
         """Upscale one H x W x 3 image (uint8, uint16 or float in [0, 1]); same dtype back."""
