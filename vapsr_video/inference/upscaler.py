@@ -16,7 +16,7 @@ from vapsr_video.inference.devices import resolve_device, resolve_precision
 from vapsr_video.inference.engines import make_engine
 from vapsr_video.inference.memory import MIN_TILE, Attempt, MemoryPlanner
 from vapsr_video.inference.nonfinite import NonFiniteCounter, sanitise
-from vapsr_video.inference.precision import use_exact_fp32_convolutions
+from vapsr_video.inference.precision import cpu_has_native_bf16, use_exact_fp32_convolutions
 from vapsr_video.inference.tiling import run_tiled
 from vapsr_video.model.vapsr import VapSR
 from vapsr_video.model.weights import load_model
@@ -85,6 +85,8 @@ class Upscaler:
         self._nonfinite = NonFiniteCounter()
         self._largest_batch: dict[tuple[int, int], int] = {}  # per frame size, for static-shape engines
         self._lock = threading.Lock()
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and not cpu_has_native_bf16():
+            log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated and slower than fp32")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             if self.dtype == torch.float32:
