@@ -35,3 +35,14 @@ def test_compiled_engine_matches_eager_and_pads_the_last_batch(tiny_model: VapSR
     torch.testing.assert_close(last, eager(frames[4:]), rtol=0, atol=1e-5)
     assert last.shape == (1, 3, 24, 32)
     assert compiled.engine.compiled_shapes == {(4, 12, 16)}, "the partial batch must reuse the batch-4 graph"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
+def test_cuda_graphs_match_eager_and_reuse_the_graph_for_a_partial_batch(tiny_model: VapSR) -> None:
+    frames = torch.rand(3, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+    eager = Upscaler(model=tiny_model, device="cuda", precision="fp32")
+    graphs = Upscaler(model=tiny_model, device="cuda", precision="fp32", engine="cuda-graphs")
+    full, partial = graphs(frames[:2]), graphs(frames[2:])
+    torch.testing.assert_close(full, eager(frames[:2]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(partial, eager(frames[2:]), rtol=0, atol=1e-5)
+    assert partial.shape == (1, 3, 24, 32)
