@@ -199,7 +199,7 @@ def section_oom(check: Check) -> dict[str, object]:
     return {"result": outcome, "two_frames_gib": round(two_frames / 2**30, 2), "cap_gib": round(cap / 2**30, 2),
             "seconds": round(recovery_s, 2), "plan_after": str(plan_after), "calls_until_full_batch_again": calls,
             "max_diff_capped_vs_free": equal,
-            "expect": "ok; plan_after batch=2 tile=0 (no tiling); full batch again after ~16 calls; diff ~0"}
+            "expect": "ok; plan_after batch=2 tile=0 (no tiling); full batch after 8 calls (16 chunks of 2); diff ~0"}
 
 
 def section_speed(check: Check) -> dict[str, object]:
