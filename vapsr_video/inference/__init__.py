@@ -1,5 +1,7 @@
 """The inference core shared by every front end."""
 
+from vapsr_video.inference.engines import ENGINES
+from vapsr_video.inference.precision import precision_warning
 from vapsr_video.inference.upscaler import Upscaler
 
-__all__ = ["Upscaler"]
+__all__ = ["ENGINES", "Upscaler", "precision_warning"]
