@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "batch": "vapsr_video.cli.batch",
     "train": "vapsr_video.cli.train",
     "weights": "vapsr_video.cli.weights",
+    "export": "vapsr_video.cli.export",
 }
 PROG = "vapsr-video"
 

@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from vapsr_video.choices import DEFAULT_TILE_OVERLAP as DEFAULT_OVERLAP
-from vapsr_video.choices import PRECISION_NAMES, SCALES, VARIANTS
+from vapsr_video.choices import ENGINES, PRECISION_NAMES, SCALES, VARIANTS
 from vapsr_video.errors import UsageError
 
 if TYPE_CHECKING:
@@ -30,6 +30,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="process frames in tiles of this size to save memory (default 0: whole frames)")
     group.add_argument("--tile-overlap", type=int, default=DEFAULT_OVERLAP, metavar="PIXELS",
                        help=f"context pixels around each tile (default {DEFAULT_OVERLAP})")
+    group.add_argument("--engine", choices=ENGINES, default="eager",
+                       help="how the network runs: eager PyTorch (default), compile (torch.compile, fixed shapes; "
+                            "slow first frames, faster after), cuda-graphs (CUDA only)")
 
 
 def model_options_from_arguments(args: argparse.Namespace) -> ModelOptions:

@@ -40,7 +40,8 @@ class ModelOptions:
         tile, tile_overlap: tiled inference, as :class:`Upscaler` takes them.
         device: where :meth:`build` runs the model unless told otherwise
             (``None``: CUDA when present). Not part of :meth:`digest`.
-        engine: ``"eager"`` or ``"compile"`` (``torch.compile``).
+        engine: ``"eager"``, ``"compile"`` (``torch.compile``, static shapes) or
+            ``"cuda-graphs"`` (CUDA only); see :mod:`vapsr_video.inference.engines`.
     """
 
     weights: str | None = None
@@ -63,12 +64,9 @@ class ModelOptions:
 
     def build(self, device: str | torch.device | None = None) -> Upscaler:
         """Load the model and return an :class:`Upscaler` on ``device`` (default: :attr:`device`)."""
-        extra: dict[str, Any] = {}
-        if self.engine != "eager":
-            extra["engine"] = self.engine  # only engines other than the default need the newer Upscaler
         return Upscaler(weights=self.weights, variant=self.variant, scale=self.scale,
                         device=self.device if device is None else device, precision=self.precision,
-                        tile=self.tile, tile_overlap=self.tile_overlap, **extra)
+                        tile=self.tile, tile_overlap=self.tile_overlap, engine=self.engine)
 
     def identity(self) -> dict[str, Any]:
         """The options that shape the output, as plain JSON values (the device is not one).

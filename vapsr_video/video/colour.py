@@ -16,6 +16,7 @@ Conventions (documented in docs/video.md):
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -259,32 +260,104 @@ def default_chroma_location(pix_fmt: str) -> int:
     return CHROMA_CENTER if pix_fmt.startswith("yuvj") else CHROMA_LEFT
 
 
-def _resampling_matrices(full: int, reduced: int, factor: int, siting: float,
-                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(up, down): linear interpolation (full x reduced) and its tent-filter counterpart (reduced x full)
-    for chroma samples that sit at ``factor * i + siting * (factor - 1)`` luma pixels."""
+def _along(dim: int, ndim: int, part: slice) -> tuple[slice, ...]:
+    """An index that takes ``part`` along ``dim`` and everything along the other dimensions."""
+    index = [slice(None)] * ndim
+    index[dim] = part
+    return tuple(index)
+
+
+@dataclass(frozen=True)
+class LinearUpsampler:
+    """Linear interpolation from ``reduced`` to ``full`` samples along one axis, in O(samples).
+
+    Output sample ``factor * m + p`` lies between input samples ``m + start[p] - 1`` and
+    ``m + start[p]`` with the same weights for every ``m``, so each phase ``p`` is two shifted
+    slices of the input (edges repeat the outermost sample, which is what clamping the
+    position gives) and the phases interleave into the output.
+    """
+
+    full: int
+    factor: int
+    phases: tuple[tuple[int, float], ...]  # per phase: (slice start in the padded input, upper weight)
+
+    def apply(self, planes: torch.Tensor, dim: int) -> torch.Tensor:
+        reduced = planes.shape[dim]
+        padded = torch.cat([planes.narrow(dim, 0, 1), planes, planes.narrow(dim, reduced - 1, 1)], dim=dim)
+        phases = []
+        for start, upper in self.phases:
+            lower = padded.narrow(dim, start, reduced)
+            higher = padded.narrow(dim, start + 1, reduced)
+            phases.append(torch.lerp(lower, higher, upper))
+        stacked = torch.stack(phases, dim=dim % planes.dim() + 1)  # (..., reduced, factor, ...)
+        shape = list(planes.shape)
+        shape[dim] = reduced * self.factor
+        return stacked.reshape(shape).narrow(dim, 0, self.full)
+
+
+@dataclass(frozen=True)
+class TentDownsampler:
+    """A tent filter of half-width ``factor`` centred on each chroma site, ``full`` -> ``reduced``
+    samples along one axis, in O(samples): every output sees the same ``weights`` at a stride of
+    ``factor`` in the zero-padded input; outputs near an edge, whose tent reaches outside the plane,
+    are divided by the part of the tent inside it (``norm``)."""
+
+    full: int
+    reduced: int
+    factor: int
+    pad_before: int
+    weights: tuple[float, ...]
+    norm: torch.Tensor  # (reduced,) sum of the weights that fall inside the plane
+
+    def apply(self, planes: torch.Tensor, dim: int) -> torch.Tensor:
+        dim %= planes.dim()
+        width = (self.reduced + 1) * self.factor
+        pad_after = width - self.pad_before - self.full
+        padding = [0, 0] * (planes.dim() - 1 - dim) + [self.pad_before, pad_after]
+        padded = torch.nn.functional.pad(planes, padding)
+        result = None
+        for tap, weight in enumerate(self.weights):
+            if weight == 0.0:
+                continue
+            term = padded[_along(dim, planes.dim(), slice(tap, tap + self.reduced * self.factor, self.factor))]
+            result = term * weight if result is None else result.add_(term, alpha=weight)
+        assert result is not None
+        shape = [1] * planes.dim()
+        shape[dim] = self.reduced
+        return result.div_(self.norm.reshape(shape))
+
+
+def _resampling_filters(full: int, reduced: int, factor: int, siting: float,
+                        device: torch.device) -> tuple[LinearUpsampler, TentDownsampler]:
+    """(up, down): linear interpolation and its tent-filter counterpart for chroma samples that sit
+    at ``factor * i + siting * (factor - 1)`` luma pixels."""
     offset = siting * (factor - 1)
-    up = torch.zeros(full, reduced, dtype=torch.float64)
-    position = (torch.arange(full, dtype=torch.float64) - offset) / factor
-    position = position.clamp(0, reduced - 1)
-    lower = position.floor().long()
-    upper = (lower + 1).clamp(max=reduced - 1)
-    weight = position - lower
-    rows = torch.arange(full)
-    up.index_put_((rows, lower), 1 - weight, accumulate=True)
-    up.index_put_((rows, upper), weight, accumulate=True)
-    centres = torch.arange(reduced, dtype=torch.float64) * factor + offset
-    distance = (torch.arange(full, dtype=torch.float64)[None, :] - centres[:, None]).abs()
-    down = (1 - distance / factor).clamp(min=0)
-    down /= down.sum(dim=1, keepdim=True)
-    return up.float().to(device), down.float().to(device)
+    phases = []
+    for phase in range(factor):
+        position = (phase - offset) / factor  # relative to m; between -1 and 1
+        below = math.floor(position)
+        phases.append((below + 1, position - below))  # +1: the padded input starts one sample early
+    up = LinearUpsampler(full, factor, tuple(phases))
+    # Output i's tent covers luma samples floor(centre_i) - factor + 1 ... floor(centre_i) + factor,
+    # with centre_i = factor * i + offset; padding the start by factor - 1 - floor(offset) puts the first
+    # of them at factor * i.
+    whole = math.floor(offset)
+    pad_before = factor - 1 - whole
+    weights = tuple(max(0.0, 1 - abs(whole - factor + 1 + tap - offset) / factor) for tap in range(2 * factor))
+    first = torch.arange(reduced, dtype=torch.float64) * factor - pad_before
+    positions = first[:, None] + torch.arange(2 * factor, dtype=torch.float64)[None, :]
+    inside = (positions >= 0) & (positions < full)
+    norm = (torch.tensor(weights, dtype=torch.float64)[None, :] * inside).sum(dim=1)
+    down = TentDownsampler(full, reduced, factor, pad_before, weights, norm.float().to(device))
+    return up, down
 
 
-_MATRICES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_FILTERS: dict[tuple, tuple[LinearUpsampler, TentDownsampler]] = {}
 
 
-def _chroma_matrices(layout: PlaneLayout, location: int, axis: int,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _chroma_filters(layout: PlaneLayout, location: int, axis: int,
+                    device: torch.device) -> tuple[LinearUpsampler, TentDownsampler] | None:
+    """Cached per device (building them per batch would mean a host->device copy that synchronizes)."""
     shift = layout.chroma_shift[axis]
     if shift == 0:
         return None
@@ -292,20 +365,20 @@ def _chroma_matrices(layout: PlaneLayout, location: int, axis: int,
     reduced = layout.plane_shapes[1][1 - axis]
     siting = CHROMA_SITING.get(location, CHROMA_SITING[CHROMA_LEFT])[axis]
     key = (full, reduced, shift, siting, str(device))
-    if key not in _MATRICES:
-        _MATRICES[key] = _resampling_matrices(full, reduced, 1 << shift, siting, device)
-    return _MATRICES[key]
+    if key not in _FILTERS:
+        _FILTERS[key] = _resampling_filters(full, reduced, 1 << shift, siting, device)
+    return _FILTERS[key]
 
 
 def _resample_chroma(chroma: torch.Tensor, layout: PlaneLayout, location: int, which: int) -> torch.Tensor:
-    """Apply the siting-aware chroma matrices of ``layout``: ``which`` 0 upsamples (linear
+    """Apply the siting-aware chroma filters of ``layout``: ``which`` 0 upsamples (linear
     interpolation), 1 downsamples (a tent filter centred on each chroma site)."""
-    horizontal = _chroma_matrices(layout, location, 0, chroma.device)
-    vertical = _chroma_matrices(layout, location, 1, chroma.device)
+    horizontal = _chroma_filters(layout, location, 0, chroma.device)
+    vertical = _chroma_filters(layout, location, 1, chroma.device)
     if horizontal is not None:
-        chroma = chroma @ horizontal[which].T
+        chroma = horizontal[which].apply(chroma, -1)
     if vertical is not None:
-        chroma = vertical[which] @ chroma
+        chroma = vertical[which].apply(chroma, -2)
     return chroma
 
 
