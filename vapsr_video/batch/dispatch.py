@@ -112,6 +112,9 @@ def record_success(db: JobsDB, claim: Claim, owner: str, outcome: Finished | Pla
         db.plan_segments(job.id, owner, outcome.ranges)
         log.info("%s: long file, planned %d segments", job.rel_path, len(outcome.ranges))
         return
+    if outcome.nonfinite_pixels:
+        log.warning("%s: the model gave NaN or infinity for %d output pixel(s), replaced before encoding "
+                    "(usually fp16 overflow: try --precision fp32 or bf16)", describe(claim), outcome.nonfinite_pixels)
     if claim.kind == "segment" and claim.segment is not None:
         db.finish_segment(job.id, claim.segment.idx, owner, frames=outcome.frames, seconds=outcome.seconds)
         log.info("%s: segment %d done (%d frames, %.1f s)", job.rel_path, claim.segment.idx, outcome.frames,

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import torch
 
 from vapsr_video.batch.dispatch import Done, Unit, Worker
-from vapsr_video.batch.tasks import Finished, Planned, UnitSettings, run_unit
+from vapsr_video.batch.tasks import Finished, Planned, UnitSettings, forget_failure, run_unit
+from vapsr_video.inference.cuda_support import use_device_in_this_thread
 from vapsr_video.inference.devices import parse_device_list
 from vapsr_video.inference.options import ModelOptions
 from vapsr_video.inference.upscaler import Upscaler
@@ -49,6 +50,7 @@ class _WorkerThread(threading.Thread):
         self.idle.set()
 
     def run(self) -> None:
+        use_device_in_this_thread(self.upscaler.device)  # before anything here touches CUDA
         while (item := self.inbox.get()) is not None:
             unit, frames_done = item
 
@@ -61,7 +63,7 @@ class _WorkerThread(threading.Thread):
             try:
                 outcome = run_unit(unit.claim, self.settings, self.upscaler, unit.segment_count, progress)
             except BaseException as exc:  # recorded by the loop: a unit's failure must not kill the worker
-                outcome = exc
+                outcome = forget_failure(exc, self.upscaler.device)
             self.idle.set()
             self.results.put(Done(self.name, outcome))
 

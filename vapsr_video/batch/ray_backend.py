@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vapsr_video.batch.dispatch import Done, Unit, Worker, WorkerLost
-from vapsr_video.batch.tasks import Finished, Planned, UnitSettings, run_unit
+from vapsr_video.batch.tasks import Finished, Planned, UnitSettings, forget_failure, run_unit
 from vapsr_video.errors import UsageError
+from vapsr_video.inference.cuda_support import use_device_in_this_thread
 from vapsr_video.inference.options import ModelOptions
 
 MAX_REPLACEMENTS_PER_ACTOR = 3
@@ -36,7 +37,12 @@ class BatchActor:
         self.settings = settings
 
     def run(self, unit: Unit) -> Finished | Planned:
-        return run_unit(unit.claim, self.settings, self.upscaler, unit.segment_count)
+        use_device_in_this_thread(self.upscaler.device)  # Ray may call methods from a thread of its own
+        try:
+            return run_unit(unit.claim, self.settings, self.upscaler, unit.segment_count)
+        except BaseException as exc:
+            failure = forget_failure(exc, self.upscaler.device)
+        raise failure  # outside the handler: the new traceback holds this frame only
 
 
 def connect(address: str) -> bool:

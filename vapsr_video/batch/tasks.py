@@ -5,10 +5,13 @@ thread and in a Ray actor; the caller records the outcome. Everything a unit
 writes goes to its own folder under ``DST/.vapsr-batch/work/<job id>/`` and
 reaches its final path by an atomic rename, so a unit that dies leaves nothing
 half-written anywhere else, and its leftovers are wiped when it is redone.
+A unit that fails goes back to its caller as a bare exception (:func:`forget_failure`):
+only its type and message are recorded, and the device memory it held is free for the next unit.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from vapsr_video.batch.discovery import STATE_DIR_NAME
 from vapsr_video.batch.jobs_db import Claim
 from vapsr_video.batch.segments import SegmentRange, assemble, plan_segments
 from vapsr_video.errors import InputError, OutputError, UsageError, VapsrError, WeightsError
+from vapsr_video.inference.cuda_support import drop_traceback, release_device_memory
 from vapsr_video.safe_output import publish as publish_file
 
 if TYPE_CHECKING:
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from vapsr_video.video.pipeline import VideoResult
 
 Progress = Callable[[int], None]
+log = logging.getLogger("vapsr_video.batch")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Finished:
     frames: int
     seconds: float
     output_bytes: int = 0
+    nonfinite_pixels: int = 0  # NaN/infinite model outputs replaced in this unit (see VideoResult)
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ def run_job(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progress: 
     result = _upscale(job.source, staged, upscaler, settings, progress)
     size = publish(staged, Path(job.output))
     shutil.rmtree(work, ignore_errors=True)
-    return Finished(result.frames, time.perf_counter() - started, size)
+    return Finished(result.frames, time.perf_counter() - started, size, result.nonfinite_pixels)
 
 
 def run_segment(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progress: Progress | None = None
@@ -145,7 +151,7 @@ def run_segment(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progre
                       copy_streams=False)
     size = publish(staged, final)
     shutil.rmtree(scratch, ignore_errors=True)
-    return Finished(result.frames, time.perf_counter() - started, size)
+    return Finished(result.frames, time.perf_counter() - started, size, result.nonfinite_pixels)
 
 
 def run_assembly(claim: Claim, settings: UnitSettings, segment_count: int) -> Finished:
@@ -164,6 +170,17 @@ def run_assembly(claim: Claim, settings: UnitSettings, segment_count: int) -> Fi
     size = publish(staged, Path(job.output))
     shutil.rmtree(settings.work_dir(job.id), ignore_errors=True)
     return Finished(frames, time.perf_counter() - started, size)
+
+
+def forget_failure(exc: BaseException, device: torch.device) -> BaseException:
+    """After a unit raised ``exc`` on ``device``: drop its traceback (whose frames hold the unit's
+    tensors, often in a reference cycle that only the garbage collector would break), collect, and
+    return cached device memory, so an out-of-memory retry on this worker does not meet the memory
+    of the attempt that failed. Returns ``exc``, which keeps its type and message."""
+    log.debug("unit failed", exc_info=exc)  # the traceback, for whoever runs with debug logging
+    drop_traceback(exc)
+    release_device_memory(device)
+    return exc
 
 
 def discard_work(settings: UnitSettings, job_id: int) -> None:

@@ -137,6 +137,9 @@ def _upscale_video(args: argparse.Namespace, info: VideoInfo) -> int:
                                progress=bar.update, overwrite=args.overwrite)
     finally:
         bar.close()
+    if result.nonfinite_pixels:
+        log.warning("%s: the model gave NaN or infinity for %d output pixel(s), replaced before encoding "
+                    "(usually fp16 overflow: try --precision fp32 or bf16)", args.output, result.nonfinite_pixels)
     if not args.quiet:
         fps = result.frames / result.seconds if result.seconds > 0 else 0.0
         notes = ""

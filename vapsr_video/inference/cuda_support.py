@@ -8,22 +8,47 @@
 - :class:`PinnedBufferPool`: page-locked host buffers reused across batches, with a bound on
   the bytes it keeps, so jobs of many different frame sizes do not grow it without limit.
 - :func:`release_device_memory`: give cached device memory back after a failed job, so the next
-  job in the same process starts from a clean allocator.
+  job in the same process starts from a clean allocator; :func:`clear_failure_frames` and
+  :func:`drop_traceback` first cut what an exception's traceback keeps alive (the local variables
+  of every frame it passed through, device tensors included).
+- :func:`shared_pinned_pool` and :func:`empty_pinned_cache`: the process-wide pool the video
+  pipeline's host buffers come from, and the call that hands PyTorch's cached pinned blocks back
+  to the system, so that the pool's limit is the limit.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+import traceback
+import weakref
 from collections import OrderedDict
 
 import torch
 
+# Which device each thread last bound itself to, readable from any thread (tests check that every
+# thread that touches the device binds first). Weak keys: a finished thread leaves no entry behind.
+_bindings: weakref.WeakKeyDictionary[threading.Thread, torch.device] = weakref.WeakKeyDictionary()
+_bindings_lock = threading.Lock()
+
 
 def use_device_in_this_thread(device: torch.device) -> None:
-    """Make ``device`` the current CUDA device of the calling thread (nothing on the CPU)."""
+    """Make ``device`` the current CUDA device of the calling thread (nothing on the CPU).
+
+    A bare ``cuda`` (no index) means ``cuda:0``, as :func:`~vapsr_video.inference.devices.resolve_device`
+    reads it; ``torch.cuda.set_device`` itself refuses a device without an index.
+    """
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(0 if device.index is None else device.index)
+    with _bindings_lock:
+        _bindings[threading.current_thread()] = device
+
+
+def device_of_thread(thread: threading.Thread | None = None) -> torch.device | None:
+    """The device ``thread`` (default: the calling one) last passed to :func:`use_device_in_this_thread`;
+    None if it never did."""
+    with _bindings_lock:
+        return _bindings.get(thread or threading.current_thread())
 
 
 def blocking_event(device: torch.device) -> torch.cuda.Event | None:
@@ -40,6 +65,39 @@ def release_device_memory(device: torch.device) -> None:
     if device.type == "cuda":
         with torch.cuda.device(device):
             torch.cuda.empty_cache()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (each once)."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+def clear_failure_frames(exc: BaseException) -> None:
+    """Drop the local variables of every finished frame ``exc`` (and the exceptions chained to it)
+    passed through, so the tensors they held are freed now rather than whenever the exception goes.
+
+    The traceback stays printable (files, lines, functions); frames still running are left alone.
+    """
+    for link in _chain(exc):
+        if link.__traceback__ is not None:
+            traceback.clear_frames(link.__traceback__)
+
+
+def drop_traceback(exc: BaseException) -> BaseException:
+    """``exc`` with its frames cleared and no traceback at all (for failures only its type and
+    message are recorded: a batch unit's); returns ``exc``."""
+    clear_failure_frames(exc)
+    for link in _chain(exc):
+        link.__traceback__ = None
+    return exc
 
 
 Key = tuple[int, torch.dtype]
@@ -99,3 +157,34 @@ class PinnedBufferPool:
 
 def _bytes(buffer: torch.Tensor) -> int:
     return buffer.numel() * buffer.element_size()
+
+
+# Host buffers the pool may keep between video jobs. One job's rings are what they are (a few
+# batches of frames in and out); this caps only what waits for the next job, so a batch over files
+# of many frame sizes does not accumulate page-locked memory, which the system cannot swap out.
+PINNED_POOL_LIMIT_BYTES = 1 << 30
+
+_shared_pool: PinnedBufferPool | None = None
+_shared_pool_lock = threading.Lock()
+
+
+def shared_pinned_pool() -> PinnedBufferPool:
+    """The process-wide pool of pinned host buffers (at most :data:`PINNED_POOL_LIMIT_BYTES` kept free),
+    shared by every job and worker thread of the process."""
+    global _shared_pool
+    with _shared_pool_lock:
+        if _shared_pool is None:
+            _shared_pool = PinnedBufferPool(PINNED_POOL_LIMIT_BYTES, pin=True)
+        return _shared_pool
+
+
+def empty_pinned_cache() -> None:
+    """Return the pinned blocks PyTorch caches after their tensors are gone (the pool's evictions among
+    them) to the system; buffers still referenced (the pool's, other jobs') stay. No-op without CUDA."""
+    if not torch.cuda.is_initialized():
+        return
+    empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)  # public from torch 2.9
+    if empty is None:
+        empty = getattr(torch._C, "_host_emptyCache", None)
+    if empty is not None:
+        empty()

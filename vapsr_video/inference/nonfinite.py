@@ -51,7 +51,7 @@ class NonFiniteCounter:
             return
         host = torch.empty((), dtype=count.dtype, pin_memory=True)
         host.copy_(count, non_blocking=True)
-        ready = torch.cuda.Event()
+        ready = torch.cuda.Event(blocking=True)
         ready.record(torch.cuda.current_stream(count.device))
         with self._lock:
             self._pending.append((host, ready))
@@ -85,6 +85,7 @@ class NonFiniteCounter:
             first = not self._warned
             self._warned = True
         if first:
-            log.warning("the model produced %d non-finite output pixel(s) (NaN or infinity); NaN was replaced by "
+            # info, not warning: the front ends report the count once per file, naming it
+            log.info("the model produced %d non-finite output pixel(s) (NaN or infinity); NaN was replaced by "
                         "the nearest input pixel. Usually a sign of fp16 overflow: try --precision fp32 or bf16",
                         count)

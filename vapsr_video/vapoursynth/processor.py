@@ -4,6 +4,11 @@ Both front ends hand :meth:`FrameProcessor.process` the three planes of a source
 frame and of the (larger) destination frame as numpy arrays; the pixels go
 through the same :class:`~vapsr_video.inference.Upscaler` as on the command
 line, so the plugin, the twin and the CLI give the same numbers.
+
+VapourSynth calls :meth:`FrameProcessor.process` from its own worker threads, so each call first
+makes the filter's device the thread's current CUDA device (PyTorch keeps one per thread, starting
+at cuda:0; without it a filter on cuda:1 would also create a context on cuda:0), and waits for its
+frame on a blocking event, which sleeps rather than spinning on a core VapourSynth needs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 
 from vapsr_video.errors import UsageError, VapsrError, WeightsError
+from vapsr_video.inference.cuda_support import use_device_in_this_thread
 from vapsr_video.inference.devices import resolve_device
 from vapsr_video.inference.options import ModelOptions
 from vapsr_video.inference.upscaler import DEFAULT_OVERLAP
@@ -132,6 +138,7 @@ class FrameProcessor:
 
     def process(self, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> None:
         """Upscale the R, G, B planes ``sources`` (H x W) into ``targets`` (sH x sW), same dtype."""
+        use_device_in_this_thread(self.device)
         frame = torch.from_numpy(np.stack(sources))  # a contiguous copy: the frame memory is not ours
         with self._slots.acquire() as stream:
             output = self.upscaler(frame).numpy() if stream is None else self._process_on_stream(frame, stream)
@@ -144,7 +151,9 @@ class FrameProcessor:
             result = self.upscaler(staged)
             host = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
             host.copy_(result, non_blocking=True)
-            stream.synchronize()
+            copied = torch.cuda.Event(blocking=True)
+            copied.record(stream)
+        copied.synchronize()
         return host.numpy()
 
 

@@ -11,6 +11,7 @@ import threading
 
 import torch
 
+from vapsr_video.inference.cuda_support import PinnedBufferPool
 from vapsr_video.video.colour import tensor_to_samples
 
 QUEUE_BATCHES = 3  # batches in flight between two stages: enough to overlap, small enough to stay flat
@@ -48,10 +49,20 @@ class Channel:
 
 
 class SlotRing:
-    """A fixed set of host buffers reused round-robin (pinned on CUDA, so copies can be asynchronous)."""
+    """A fixed set of host buffers reused round-robin (pinned on CUDA, so copies can be asynchronous).
 
-    def __init__(self, count: int, samples: int, dtype: torch.dtype, pinned: bool, stop: threading.Event) -> None:
-        self.buffers = [torch.empty(samples, dtype=dtype, pin_memory=pinned) for _ in range(count)]
+    With a ``pool`` the buffers come from it and go back to it at :meth:`close`, so the next job of
+    the same frame size reuses them instead of pinning new memory (pinning is slow), and the pool's
+    limit bounds what stays pinned between jobs of different sizes.
+    """
+
+    def __init__(self, count: int, samples: int, dtype: torch.dtype, pinned: bool, stop: threading.Event,
+                 pool: PinnedBufferPool | None = None) -> None:
+        self._pool = pool
+        if pool is not None:
+            self.buffers = [pool.acquire(samples, dtype) for _ in range(count)]
+        else:
+            self.buffers = [torch.empty(samples, dtype=dtype, pin_memory=pinned) for _ in range(count)]
         self.arrays = [tensor_to_samples(buffer) for buffer in self.buffers]
         self._free = Channel(count, stop)
         for index in range(count):
@@ -62,3 +73,11 @@ class SlotRing:
 
     def release(self, index: int) -> None:
         self._free.put(index)
+
+    def close(self) -> None:
+        """Give the buffers back (to the pool, if any); the ring is unusable afterwards. The caller
+        makes sure no copy still reads or writes them."""
+        buffers, self.buffers, self.arrays = self.buffers, [], []
+        if self._pool is not None:
+            for buffer in buffers:
+                self._pool.release(buffer)

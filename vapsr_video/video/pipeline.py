@@ -15,6 +15,10 @@ output container, its streams and its error messages in ``video/output_file.py``
 
 Every frame keeps its own presentation timestamp and the stream its time base, so
 variable frame rates and non-zero start times stay in sync with the audio.
+
+Each thread first makes the upscaler's device its current CUDA device (PyTorch keeps one per
+thread, starting at cuda:0). A failing thread hands its exception over with the local variables
+of its frames cleared, so the tensors they held do not outlive the failure.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import av
 import torch
 
 from vapsr_video.errors import InputError, UsageError
+from vapsr_video.inference.cuda_support import clear_failure_frames, release_device_memory, use_device_in_this_thread
+from vapsr_video.inference.precision import precision_warning
 from vapsr_video.inference.upscaler import Upscaler
 from vapsr_video.safe_output import atomic_output, check_output_path
 from vapsr_video.video.channels import QUEUE_BATCHES, Channel, Stopped
@@ -64,6 +70,7 @@ class VideoResult:
     output_bytes: int
     decode_errors: int = 0  # damaged video packets: skipped, or decoded with concealment (see docs/video.md)
     dropped_streams: list[str] = field(default_factory=list)  # streams the output container cannot hold
+    nonfinite_pixels: int = 0  # output pixels the model gave as NaN/infinity (replaced by the Upscaler)
 
 
 _END = object()
@@ -285,10 +292,12 @@ class _Job:
     def _stage(self, body: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
+                use_device_in_this_thread(self.upscaler.device)
                 body()
             except Stopped:
                 pass
             except BaseException as exc:  # handed to the main thread and re-raised there
+                clear_failure_frames(exc)  # its traceback would keep this batch's tensors alive
                 self.errors.append(exc)
                 self.stop.set()
         return run
@@ -349,14 +358,23 @@ def upscale_video(
     source = Path(input_path)
     target = check_output_path(source, output_path, overwrite=overwrite)
     started = time.perf_counter()
+    nonfinite_before = _nonfinite_pixels(upscaler)
     with contextlib.closing(open_input(source)) as container, atomic_output(target, overwrite=overwrite) as temporary:
         job = _Job(source, target, temporary, container, upscaler, encode or EncodeOptions(),
                    batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams)
+        coarse = precision_warning(upscaler.dtype, job.out_layout.bit_depth)
+        if coarse is not None:
+            log.warning("%s: %s", target, coarse)
         try:
             job.run()
         except BaseException:
             job.output.abandon()
+            with contextlib.suppress(Exception):  # a broken device must not hide the error that matters
+                job.transfer.close()
+            if upscaler.device.type == "cuda":
+                release_device_memory(upscaler.device)  # so a retry on this device starts clean
             raise
+        job.transfer.close()
         job.output.close()
     if job.decode_errors:
         skipped = job.decode_errors - job.concealed_frames
@@ -364,4 +382,10 @@ def upscale_video(
                     source, skipped, job.concealed_frames, job.frames_written)
     return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
                        output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
-                       dropped_streams=job.output.dropped_streams)
+                       dropped_streams=job.output.dropped_streams,
+                       nonfinite_pixels=_nonfinite_pixels(upscaler) - nonfinite_before)
+
+
+def _nonfinite_pixels(upscaler: Upscaler) -> int:
+    """The upscaler's running count of NaN/infinite output pixels (0 for upscalers that do not count)."""
+    return int(getattr(upscaler, "nonfinite_pixels", 0))

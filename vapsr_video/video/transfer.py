@@ -15,6 +15,12 @@ synchronizes, order the three threads:
   compute stream, so the caching allocator cannot give its memory to a later upload
   while the model still reads it;
 * the encode thread reads an output slot only after the event recorded behind its copy.
+
+The events the host waits on are blocking ones: a waiting thread sleeps instead of spinning on a
+CPU core that the decoder and the encoder need. The pinned buffers come from the process-wide pool
+(``inference/cuda_support.py``) and go back to it when the job ends (:meth:`Transfer.close`), after
+which PyTorch's cache of pinned blocks is emptied: page-locked memory kept between jobs stays under
+the pool's limit however many frame sizes a batch goes through.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vapsr_video.inference.cuda_support import PinnedBufferPool, empty_pinned_cache, shared_pinned_pool
 from vapsr_video.video.channels import QUEUE_BATCHES, SlotRing
 from vapsr_video.video.colour import PlaneLayout, samples_to_tensor, tensor_to_samples
 
@@ -43,10 +50,11 @@ class HostPlanes:
 class Transfer:
     """The CPU implementation; also the interface the CUDA one follows."""
 
-    def __init__(self, in_layout: PlaneLayout, batch_size: int, stop: threading.Event, *, pinned: bool = False) -> None:
+    def __init__(self, in_layout: PlaneLayout, batch_size: int, stop: threading.Event, *, pinned: bool = False,
+                 pool: PinnedBufferPool | None = None) -> None:
         self.in_layout = in_layout
         self.input_ring = SlotRing(batch_size * (QUEUE_BATCHES + 1), in_layout.samples, in_layout.torch_dtype,
-                                   pinned, stop)
+                                   pinned, stop, pool)
 
     @property
     def ring_size(self) -> int:
@@ -72,16 +80,21 @@ class Transfer:
         """In the encode thread: the planes once they are on the host; their slot is freed afterwards."""
         yield batch.planes
 
+    def close(self) -> None:
+        """At the end of the job, success or failure, once its threads are gone: give the buffers back."""
+        self.input_ring.close()
+
 
 class CudaTransfer(Transfer):
     """Pinned input and output rings, a copy stream, and events between the threads."""
 
     def __init__(self, in_layout: PlaneLayout, out_layout: PlaneLayout, batch_size: int, stop: threading.Event,
-                 device: torch.device) -> None:
-        super().__init__(in_layout, batch_size, stop, pinned=True)
+                 device: torch.device, pool: PinnedBufferPool | None = None) -> None:
+        pool = shared_pinned_pool() if pool is None else pool
+        super().__init__(in_layout, batch_size, stop, pinned=True, pool=pool)
         self.device = device
         self.output_ring = SlotRing(QUEUE_BATCHES + 1, batch_size * out_layout.samples, out_layout.torch_dtype,
-                                    True, stop)
+                                    True, stop, pool)
         self._copy_stream: torch.cuda.Stream | None = None
         self._pending_release: list[tuple[torch.cuda.Event, list[int]]] = []
 
@@ -99,7 +112,7 @@ class CudaTransfer(Transfer):
             samples.record_stream(compute_stream)
             for row, slot in enumerate(slots):
                 samples[row].copy_(self.input_ring.buffers[slot], non_blocking=True)
-            copied = torch.cuda.Event()
+            copied = torch.cuda.Event(blocking=True)  # waited on by the host in release_uploaded
             copied.record(copy_stream)
         compute_stream.wait_event(copied)
         self._pending_release.append((copied, slots))
@@ -117,7 +130,7 @@ class CudaTransfer(Transfer):
         slot = self.output_ring.acquire()
         host = self.output_ring.buffers[slot][: planes.numel()].view(planes.shape)
         host.copy_(planes, non_blocking=True)
-        ready = torch.cuda.Event()
+        ready = torch.cuda.Event(blocking=True)  # the encode thread sleeps on it, not spins
         ready.record(torch.cuda.current_stream(self.device))
         return HostPlanes(self.output_ring.arrays[slot][: planes.numel()].reshape(planes.shape), ready, slot)
 
@@ -130,6 +143,15 @@ class CudaTransfer(Transfer):
         finally:
             if batch.slot is not None:
                 self.output_ring.release(batch.slot)
+
+    def close(self) -> None:
+        # After a failure copies may still be queued on the device: the buffers go back to the pool
+        # (and to the next job) only once nothing reads or writes them any more.
+        torch.cuda.synchronize(self.device)
+        self._pending_release.clear()
+        self.input_ring.close()
+        self.output_ring.close()
+        empty_pinned_cache()  # what the pool let go of goes back to the system, not to PyTorch's cache
 
 
 def make_transfer(device: torch.device, in_layout: PlaneLayout, out_layout: PlaneLayout, batch_size: int,
