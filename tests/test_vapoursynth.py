@@ -103,6 +103,15 @@ def test_several_frames_in_flight_give_the_same_frames(core: vs.Core, weights: P
         np.testing.assert_array_equal(frame_array(future.result()), expected_frame(upscaler, clip.get_frame(n)))
 
 
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_engine_is_chosen_by_name_and_eager_gives_the_upscalers_frames(core: vs.Core, weights: Path,
+                                                                       front_end: str) -> None:
+    clip = noise_clip(32, 24, length=2)
+    out = FRONT_ENDS[front_end](clip, weights=str(weights), device="cpu", engine="eager")
+    upscaler = Upscaler(weights=weights, device="cpu")
+    np.testing.assert_array_equal(frame_array(out.get_frame(1)), expected_frame(upscaler, clip.get_frame(1)))
+
+
 @pytest.fixture()
 def reference_x4(reference_weights_dir: Path) -> Path:
     return reference_weights_dir / "VapSR_X4.pth"
@@ -159,6 +168,8 @@ SCRIPT_TIME_ERRORS = {
     "bad-model": (noise_clip, {"model": "esrgan", "weights": None}, r"model must be one of"),
     "fp16-on-cpu": (noise_clip, {"device": "cpu", "fp16": True}, r"fp16=True needs a CUDA device"),
     "bad-streams": (noise_clip, {"num_streams": 0}, r"num_streams must be at least 1"),
+    "bad-engine": (noise_clip, {"engine": "tensorrt"}, r"engine must be one of 'eager', 'compile', 'cuda-graphs'"),
+    "cuda-graphs-on-cpu": (noise_clip, {"engine": "cuda-graphs"}, r"cuda-graphs"),
 }
 
 

@@ -348,6 +348,8 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
     if (err) weights = NULL;
     const char *device = vsapi->mapGetData(in, "device", 0, &err);
     if (err) device = NULL;
+    const char *engine = vsapi->mapGetData(in, "engine", 0, &err);
+    if (err) engine = NULL;
 
     PyGILState_STATE state;
     if (!enter_python(&state)) {
@@ -370,9 +372,9 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
     } else {
         /* The shutdown hook's address travels as an integer for ctypes. */
         PyObject *result = py.Object_CallMethod(
-            module, "create_filter", "iiiiisiOzzzOOOOn", vi->width, vi->height, vi->format.colorFamily,
+            module, "create_filter", "iiiiisiOzzzOOOOzn", vi->width, vi->height, vi->format.colorFamily,
             vi->format.sampleType, vi->format.bitsPerSample, format_name, vi->numFrames, scale, model, weights,
-            device, num_streams, tilesize, overlap, fp16, (Py_ssize_t)(intptr_t)&vapsr_shutdown);
+            device, num_streams, tilesize, overlap, fp16, engine, (Py_ssize_t)(intptr_t)&vapsr_shutdown);
         if (!result) {
             take_python_error(error, sizeof error, "cannot create the filter");
         } else if (py.Tuple_Size(result) != 3) {
@@ -419,6 +421,6 @@ VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI
                          VS_MAKE_VERSION(1, 0), VAPOURSYNTH_API_VERSION, 0, plugin);
     vspapi->registerFunction("Upscale",
                              "clip:vnode;scale:int:opt;model:data:opt;weights:data:opt;device:data:opt;"
-                             "num_streams:int:opt;tilesize:int:opt;overlap:int:opt;fp16:int:opt;",
+                             "num_streams:int:opt;tilesize:int:opt;overlap:int:opt;fp16:int:opt;engine:data:opt;",
                              "clip:vnode;", upscale_create, NULL, plugin);
 }

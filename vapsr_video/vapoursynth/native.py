@@ -63,14 +63,15 @@ class NativeFilter:
 def create_filter(width: int, height: int, color_family: int, sample_type: int, bits_per_sample: int,
                   format_name: str, num_frames: int, scale: int | None, model: str | None, weights: str | None,
                   device: str | None, num_streams: int | None, tilesize: int | None, overlap: int | None,
-                  fp16: int | None, shutdown_hook: int = 0) -> tuple[NativeFilter | None, int, str | None]:
+                  fp16: int | None, engine: str | None = None, shutdown_hook: int = 0,
+                  ) -> tuple[NativeFilter | None, int, str | None]:
     """``(filter, scale, None)``, or ``(None, 0, message)`` when the arguments or the clip cannot work."""
     del num_frames  # part of the C interface; the filter does not need it
     try:
         _install_shutdown_hook(shutdown_hook)
         clip = ClipDescription(width, height, color_family, sample_type, bits_per_sample, format_name)
         options = FilterOptions(scale=scale, model=model, weights=weights, device=device, num_streams=num_streams,
-                                tilesize=tilesize, overlap=overlap, fp16=fp16)
+                                tilesize=tilesize, overlap=overlap, fp16=fp16, engine=engine)
         processor = FrameProcessor(clip, options)
         return NativeFilter(processor), processor.scale, None
     except BaseException as exc:  # nothing may escape into the C shim

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vapsr_video.choices import ENGINES
 from vapsr_video.errors import UsageError, VapsrError, WeightsError
 from vapsr_video.inference.cuda_support import use_device_in_this_thread
 from vapsr_video.inference.devices import resolve_device
@@ -52,6 +53,7 @@ class FilterOptions:
     tilesize: int | None = None
     overlap: int | None = None
     fp16: bool | int | None = None
+    engine: str | None = None  # "eager" (default), "compile", "cuda-graphs": as the CLI's --engine
 
 
 def _check_options(options: FilterOptions) -> None:
@@ -65,6 +67,9 @@ def _check_options(options: FilterOptions) -> None:
         raise UsageError(f"{FILTER_NAME}: tilesize must be 0 (whole frames) or positive, not {options.tilesize}")
     if options.overlap is not None and options.overlap < 0:
         raise UsageError(f"{FILTER_NAME}: overlap must be 0 or positive, not {options.overlap}")
+    if options.engine is not None and options.engine not in ENGINES:
+        raise UsageError(f"{FILTER_NAME}: engine must be one of {', '.join(map(repr, ENGINES))}, "
+                         f"not {options.engine!r}")
 
 
 def _precision(options: FilterOptions, sample_dtype: np.dtype, device: torch.device) -> str:
@@ -123,6 +128,7 @@ class FrameProcessor:
             precision=_precision(options, self.sample_dtype, device),
             tile=options.tilesize or 0,
             tile_overlap=DEFAULT_OVERLAP if options.overlap is None else options.overlap,
+            engine=options.engine or "eager",
         ).build(device)
         default_streams = DEFAULT_STREAMS_CUDA if device.type == "cuda" else DEFAULT_STREAMS_CPU
         self.num_streams = options.num_streams or default_streams

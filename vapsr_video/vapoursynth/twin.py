@@ -28,10 +28,11 @@ def upscale(
     tilesize: int | None = None,
     overlap: int | None = None,
     fp16: bool | None = None,
+    engine: str | None = None,
 ) -> vs.VideoNode:
     """Upscale a float RGB clip (RGBS or RGBH) with VapSR; raises ``vapoursynth.Error`` on bad input."""
     options = FilterOptions(scale=scale, model=model, weights=weights, device=device, num_streams=num_streams,
-                            tilesize=tilesize, overlap=overlap, fp16=fp16)
+                            tilesize=tilesize, overlap=overlap, fp16=fp16, engine=engine)
     try:
         processor = FrameProcessor(ClipDescription.from_clip(clip), options)
     except VapsrError as exc:
