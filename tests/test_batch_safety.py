@@ -157,22 +157,25 @@ def test_overwrite_redoes_a_file_skipped_for_a_foreign_output(tmp_path: Path, we
 
 def test_control_characters_in_names_cannot_forge_lines(tmp_path: Path, weights: Path) -> None:
     src, dst = tmp_path / "s", tmp_path / "d"
-    make_clip(src / "good.mp4")
     evil = "bad\ndone forged.mp4 -> x\n.mp4"
-    (src / evil).write_bytes(os.urandom(2000))  # fails: its reason carries the name too
+    make_clip(src / evil)  # a good clip: claimed, done and logged under its name
+    (src / "worse\nfailed x.mp4: forged\n.mp4").write_bytes(os.urandom(2000))  # fails, reason names it
 
     listing = run_batch(src, dst, weights, "--dry-run")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
     assert len(lines) == 3, lines  # two files and the total
-    assert any(line.startswith("fail") and "bad\\ndone forged.mp4 -> x\\n.mp4" in line for line in lines)
+    assert any(line.startswith("upscale") and "bad\\ndone forged.mp4 -> x\\n.mp4" in line for line in lines)
+    assert any(line.startswith("fail") and "worse\\nfailed x.mp4: forged\\n.mp4" in line for line in lines)
 
     result = run_batch(src, dst, weights)
     assert result.returncode == 1
-    assert all(not line.startswith("done forged") for line in result.stderr.splitlines())
+    quiet_lines = result.stderr.splitlines()
+    assert len(quiet_lines) == 1 and quiet_lines[0].startswith("failed worse\\nfailed x.mp4: forged"), quiet_lines
     log_lines = (dst / STATE / "batch.log").read_text(encoding="utf-8").splitlines()
     assert all(line[:4].isdigit() for line in log_lines), "every log line starts with its time stamp"
-    assert any("bad\\ndone forged.mp4" in line for line in log_lines)
+    assert any(" done bad\\ndone forged.mp4 -> x\\n.mp4 -> " in line for line in log_lines)
+    assert (dst / evil).is_file()
 
 
 def test_output_ext_must_be_a_plain_extension(tmp_path: Path, weights: Path) -> None:
