@@ -4,6 +4,13 @@ A file is a video because FFmpeg can open it and finds a video stream in it,
 not because of its name: ``clip.bin`` holding an MP4 is processed, a text file
 named ``x.mp4`` fails with its reason, and a text file named ``notes.txt`` is
 skipped as "not a media file".
+
+Not walked at all: hidden files and folders (``.DS_Store``, AppleDouble
+``._clip.mp4``, the job folder ``.vapsr-batch``), DST when it lies inside SRC,
+and any folder holding a job folder (an earlier batch's destination). A
+symbolic link to a file is followed only when its target lies in the walked
+part of SRC; a link leading elsewhere is skipped with a reason, so a batch
+reads nothing outside SRC and never reads its own outputs.
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vapsr_video.batch.safety import is_batch_destination, is_hidden, is_within, real
 from vapsr_video.errors import InputError
 
-STATE_DIR_NAME = ".vapsr-batch"
 FINGERPRINT_BYTES = 64 * 1024
 # Extensions that promise a video: failing to open one is a failure, not a skip.
 VIDEO_EXTENSIONS = frozenset({
@@ -47,6 +54,7 @@ class SourceFile:
     rel_path: str  # POSIX-style, relative to SRC: the key of its job
     output: Path
     size: int
+    skip_reason: str | None = None  # set when the file is walked but must not be read (a link out of SRC)
 
 
 def matches(rel_path: str, patterns: Sequence[str]) -> bool:
@@ -69,17 +77,20 @@ def output_path_for(rel_path: str, dst: Path, output_extension: str | None = Non
 
 def walk_sources(src: Path, dst: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
                  output_extension: str | None = None) -> Iterator[SourceFile]:
-    """Regular files under ``src`` in a stable order, minus excluded ones and anything
-    under ``dst`` (a destination inside the source must not feed itself)."""
-    src = src.resolve()
-    dst_resolved = dst.resolve()
+    """Regular files under ``src`` in a stable order, minus excluded ones, hidden ones, and
+    anything under ``dst`` or an earlier batch's destination (outputs must not feed a batch)."""
+    src = real(src)
+    dst_resolved = real(dst)
     for folder, subfolders, files in os.walk(src):
         here = Path(folder)
         subfolders[:] = sorted(
             name for name in subfolders
-            if name != STATE_DIR_NAME and (here / name).resolve() != dst_resolved
+            if not is_hidden(name) and real(here / name) != dst_resolved
+            and not is_batch_destination(here / name)
         )
         for name in sorted(files):
+            if is_hidden(name):
+                continue
             path = here / name
             rel_path = path.relative_to(src).as_posix()
             if include and not matches(rel_path, include):
@@ -92,7 +103,13 @@ def walk_sources(src: Path, dst: Path, *, include: Sequence[str] = (), exclude: 
                 continue  # vanished or a dangling link
             if not path.is_file():
                 continue
-            yield SourceFile(path, rel_path, output_path_for(rel_path, dst, output_extension), stat.st_size)
+            output = output_path_for(rel_path, dst, output_extension)
+            skip_reason = None
+            if path.is_symlink():
+                target = real(path)
+                if not is_within(target, src) or is_within(target, dst_resolved):
+                    skip_reason = f"a symbolic link to {target}, outside the folders walked in SRC"
+            yield SourceFile(path, rel_path, output, stat.st_size, skip_reason)
 
 
 def fingerprint(path: Path, options_digest: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vapsr_video.batch.jobs_db import JobRow
+from vapsr_video.batch.safety import printable
 from vapsr_video.errors import ExitCode, OutputError
 
 
@@ -114,10 +115,10 @@ class BatchReport:
         lines: list[str] = []
         notable = [entry for entry in self.files if entry.state != "done"]
         if notable:
-            width = min(60, max(len(entry.path) for entry in notable))
+            width = min(60, max(len(printable(entry.path)) for entry in notable))
             lines.append(f"{'state':<8}  {'file':<{width}}  reason")
             for entry in sorted(notable, key=lambda e: ("failed", "pending", "running", "skipped").index(e.state)):
-                lines.append(f"{entry.state:<8}  {entry.path:<{width}}  {entry.reason or ''}")
+                lines.append(f"{entry.state:<8}  {printable(entry.path):<{width}}  {printable(entry.reason or '')}")
             lines.append("")
         t = self.totals
         lines.append(f"files: {t['files']}  done: {t['done']} ({t['done_this_run']} this run)  "

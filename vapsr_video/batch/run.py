@@ -5,7 +5,13 @@ source tree with the job database, run the units on a backend (threads on
 this machine's devices, or Ray), clean up, and report. Resumable: the job
 database in ``DST/.vapsr-batch/`` remembers what is done, so calling it again
 after a crash, a reboot or Ctrl-C carries on where it stopped and never redoes
-a finished file. :func:`plan_batch` says what a run would do, changing nothing.
+a finished file. :func:`plan_batch` says what a run would do, changing nothing
+(it writes no file at all, not even SQLite's ``-wal``/``-shm``).
+
+Nothing is written before the folders pass ``safety.check_folders`` (DST not
+SRC, not around it, not holding its files; the job database not among the
+sources). Failures of the job database (damaged, disk full) end the run with
+one line; its state stays resumable.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -21,14 +28,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vapsr_video.batch import safety
 from vapsr_video.batch.cleanup import remove_finished_work
-from vapsr_video.batch.discovery import STATE_DIR_NAME, SourceFile, walk_sources
+from vapsr_video.batch.discovery import SourceFile, walk_sources
 from vapsr_video.batch.dispatch import Backend, RetryPolicy, run_units
-from vapsr_video.batch.jobs_db import DEFAULT_LEASE_SECONDS, JobsDB
+from vapsr_video.batch.jobs_db import DEFAULT_LEASE_SECONDS, JobsDB, state_error
 from vapsr_video.batch.report import BatchReport
+from vapsr_video.batch.safety import STATE_DIR_NAME
 from vapsr_video.batch.sync import Decision, reconcile
 from vapsr_video.batch.tasks import UnitSettings
-from vapsr_video.errors import InputError, UsageError
+from vapsr_video.errors import InputError, OutputError, UsageError
 from vapsr_video.inference.options import ModelOptions, stable_digest
 
 if TYPE_CHECKING:
@@ -77,6 +86,7 @@ class BatchSettings:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise UsageError("--max-attempts must be at least 1")
+        safety.check_output_extension(self.output_ext)
 
 
 def options_digest(model: ModelOptions, encode: EncodeOptions, output_ext: str | None) -> str:
@@ -84,13 +94,11 @@ def options_digest(model: ModelOptions, encode: EncodeOptions, output_ext: str |
     return stable_digest({**model.identity(), "output_ext": output_ext, "encode": asdict(encode)})
 
 
-def check_folders(src: Path, dst: Path) -> None:
+def check_folders(src: Path, dst: Path, db_path: Path | None = None) -> None:
+    """SRC is a folder, and nothing the batch writes can land on a source (see ``safety``)."""
     if not src.is_dir():
         raise InputError(f"{src}: not a folder")
-    if dst.exists() and not dst.is_dir():
-        raise UsageError(f"{dst}: exists and is not a folder")
-    if src.resolve() == dst.resolve():
-        raise UsageError(f"{dst}: DST must differ from SRC (inputs are never written)")
+    safety.check_folders(src, dst, db_path)
 
 
 def _sources(src: Path, dst: Path, settings: BatchSettings) -> Iterator[SourceFile]:
@@ -105,13 +113,15 @@ def _db_path(dst: Path, settings: BatchSettings) -> Path:
 def plan_batch(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions,
                settings: BatchSettings) -> list[Decision]:
     """What :func:`run_batch` would do with each file under ``src``; writes nothing."""
-    check_folders(src, dst)
-    digest = options_digest(model, encode, settings.output_ext)
     db_path = _db_path(dst, settings)
+    check_folders(src, dst, db_path)
+    digest = options_digest(model, encode, settings.output_ext)
     db = JobsDB(db_path, readonly=True) if db_path.exists() else None
     try:
         return reconcile(db, _sources(src, dst, settings), digest, overwrite=settings.overwrite,
-                         retry_failed=settings.retry_failed, record=False)
+                         retry_failed=settings.retry_failed, record=False, dst=dst)
+    except sqlite3.Error as exc:
+        raise state_error(db_path, exc) from None
     finally:
         if db is not None:
             db.close()
@@ -122,7 +132,8 @@ def run_batch(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, 
     """Upscale every video under ``src`` into ``dst`` on ``backend``; the report says what
     became of each file (its ``exit_code``: 0 all done or skipped, 1 a failure, 130
     interrupted). Ctrl-C and SIGTERM stop the run cleanly: it resumes next time."""
-    check_folders(src, dst)
+    db_path = _db_path(dst, settings)
+    check_folders(src, dst, db_path)
     model = model.with_weights_pinned()  # workers elsewhere load the file this process resolved
     digest = options_digest(model, encode, settings.output_ext)
     state_dir = dst / STATE_DIR_NAME
@@ -131,19 +142,29 @@ def run_batch(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, 
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{dst}: cannot create the destination ({exc.strerror})") from None
+    try:
+        return _run(src, dst, model, encode, settings, backend, digest, db_path, sources)
+    except sqlite3.Error as exc:
+        raise state_error(db_path, exc) from None
+
+
+def _run(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, settings: BatchSettings,
+         backend: Backend, digest: str, db_path: Path, sources: Iterator[SourceFile]) -> BatchReport:
+    state_dir = dst / STATE_DIR_NAME
     log_handler = _log_to_file(state_dir / LOG_NAME)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
         if sys.platform != "win32" and in_main_thread else None
     started = time.perf_counter()
-    db_path = _db_path(dst, settings)
-    db = JobsDB(db_path, lease_seconds=settings.lease_seconds)
-    run_id = db.start_run()
+    db: JobsDB | None = None
     interrupted = False
     try:
-        log.info("batch run %d: %s -> %s (pid %s)", run_id, src, dst, os.getpid())
+        db = JobsDB(db_path, lease_seconds=settings.lease_seconds)
+        run_id = db.start_run()
+        log.info("batch run %d: %s -> %s (pid %s)", run_id, safety.printable(str(src)), safety.printable(str(dst)),
+                 os.getpid())
         decisions = reconcile(db, sources, digest, overwrite=settings.overwrite, retry_failed=settings.retry_failed,
-                              run_id=run_id)
+                              run_id=run_id, dst=dst)
         unit_settings = UnitSettings(dst=dst, encode=encode, batch_size=settings.batch_size,
                                      segment_seconds=settings.segment_seconds, state_dir=state_dir)
         policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_seconds=settings.retry_backoff)
@@ -152,7 +173,7 @@ def run_batch(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, 
         try:
             if todo:
                 run_units(backend, model, unit_settings, db_path=db_path, todo=todo, policy=policy, run_id=run_id,
-                          lease_seconds=settings.lease_seconds, quiet=settings.quiet)
+                          lease_seconds=settings.lease_seconds, quiet=settings.quiet, options_digest=digest)
         except KeyboardInterrupt:
             interrupted = True
         remove_finished_work(db, unit_settings)
@@ -164,15 +185,27 @@ def run_batch(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, 
         log.info("batch run %d finished: %s", run_id, json.dumps(report.totals))
         return report
     finally:
-        db.close()
+        if db is not None:
+            db.close()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
         logging.getLogger().removeHandler(log_handler)
         log_handler.close()
 
 
+class _BatchLogHandler(logging.FileHandler):
+    """The batch log: a line that cannot be written (disk full) is dropped, not printed with a
+    traceback; the run itself reports the problem that matters in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _log_to_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        handler = _BatchLogHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the batch log ({exc.strerror})") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s pid %(process)d %(threadName)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -7,11 +7,22 @@ reaches its final path by an atomic rename, so a unit that dies leaves nothing
 half-written anywhere else, and its leftovers are wiped when it is redone.
 A unit that fails goes back to its caller as a bare exception (:func:`forget_failure`):
 only its type and message are recorded, and the device memory it held is free for the next unit.
+
+Publishing never replaces a file it was not told it may replace: the job says
+what may be at the output (nothing, the file this batch made before, or
+anything with ``--overwrite``), and a file that appeared there meanwhile is left
+alone and the job fails with that reason. Just before publishing, a note of the
+staged file goes into the work folder, so an attempt killed between publishing
+and recording it is recognised by the next one and not redone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -21,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vapsr_video.batch.discovery import STATE_DIR_NAME
-from vapsr_video.batch.jobs_db import Claim
+from vapsr_video.batch.jobs_db import Claim, JobRow, output_identity
+from vapsr_video.batch.safety import OVERWRITE_HINT, STATE_DIR_NAME, check_publish_target
 from vapsr_video.batch.segments import SegmentRange, assemble, plan_segments
 from vapsr_video.errors import InputError, OutputError, UsageError, VapsrError, WeightsError
 from vapsr_video.inference.cuda_support import drop_traceback, release_device_memory
@@ -35,6 +46,17 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vapsr_video.batch")
+PUBLISHED_NOTE = "published.json"
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # EFBIG: a file size limit
+
+
+class OutputAppeared(OutputError):
+    """A file appeared at a job's output path while it was being made, or changed since the
+    batch planned to replace it; it is never replaced without ``--overwrite``."""
+
+
+class DiskFull(OutputError):
+    """No space left where the batch writes: the whole batch stops, resumable."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,7 @@ class Finished:
     seconds: float
     output_bytes: int = 0
     nonfinite_pixels: int = 0  # NaN/infinite model outputs replaced in this unit (see VideoResult)
+    output_identity: str | None = None  # of a published job output (see ``jobs_db.output_identity``)
 
 
 @dataclass(frozen=True)
@@ -75,15 +98,79 @@ class Planned:
     ranges: list[SegmentRange]
 
 
-def publish(staged: Path, final: Path) -> int:
-    """Move a complete file to its final path (creating its folder); returns its size in bytes."""
+def publish(staged: Path, final: Path, *, settings: UnitSettings, job: JobRow, replace: str | None) -> int:
+    """Move a complete file to its final path (creating its folder); returns its size in bytes.
+
+    ``replace`` says what may be at ``final``: None nothing, ``"*"`` anything (``--overwrite``),
+    else the identity of the one file that may be replaced (an earlier output of this batch).
+    """
+    check_publish_target(final, settings.dst, Path(job.source))
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{final}: cannot write ({exc.strerror})") from exc
-    # Batch outputs replace what a killed earlier attempt or an --overwrite run left there.
-    publish_file(staged, final, overwrite=True)
+        raise _disk_full_or(exc, OutputError(f"{final}: cannot write ({exc.strerror})")) from None
+    check_publish_target(final, settings.dst, Path(job.source))  # the folders now exist: resolve again
+    overwrite = replace == "*"
+    if not overwrite and replace is not None:
+        present = output_identity(final)
+        if present is not None and present != replace:
+            raise OutputAppeared(f"{final}: changed since this batch made it; {OVERWRITE_HINT}")
+        overwrite = present is not None
+    try:
+        publish_file(staged, final, overwrite=overwrite)
+    except OutputError as exc:
+        if not overwrite and os.path.lexists(final):
+            raise OutputAppeared(f"{final}: appeared while it was being made (not from this batch); "
+                                 f"{OVERWRITE_HINT}") from None
+        raise _disk_full_or(exc, exc) from None
     return final.stat().st_size
+
+
+def _disk_full_or(exc: BaseException, otherwise: BaseException) -> BaseException:
+    return DiskFull(str(otherwise)) if is_disk_full(exc) else otherwise
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` or an error it was raised from (kept as its context) says the disk is full."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, DiskFull) or getattr(seen, "errno", None) in DISK_FULL_ERRNOS:
+            return True
+        text = str(seen).lower()
+        if "no space left" in text or "disk is full" in text or "file too large" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _note_path(settings: UnitSettings, job: JobRow) -> Path:
+    return settings.work_dir(job.id) / PUBLISHED_NOTE
+
+
+def write_published_note(settings: UnitSettings, job: JobRow, staged: Path, frames: int, seconds: float) -> None:
+    """Before publishing: which file is about to become the output, for which input and options."""
+    stat = staged.stat()
+    note = {"fingerprint": job.fingerprint, "output": job.output, "dev": stat.st_dev, "ino": stat.st_ino,
+            "size": stat.st_size, "frames": frames, "seconds": seconds}
+    _note_path(settings, job).write_text(json.dumps(note), encoding="utf-8")
+
+
+def already_published(settings: UnitSettings, job: JobRow) -> Finished | None:
+    """The outcome of an earlier attempt at this very job that published its output and then
+    died before the outcome was recorded; None when there was none (the work is redone)."""
+    try:
+        note = json.loads(_note_path(settings, job).read_text(encoding="utf-8"))
+        stat = os.stat(job.output)
+    except (OSError, ValueError):
+        return None
+    if note.get("fingerprint") != job.fingerprint or note.get("output") != job.output:
+        return None
+    if (stat.st_dev, stat.st_ino, stat.st_size) != (note.get("dev"), note.get("ino"), note.get("size")):
+        return None  # not the file that attempt published (a rename keeps the inode)
+    return Finished(int(note["frames"]), float(note["seconds"]), stat.st_size,
+                    output_identity=output_identity(job.output))
 
 
 def fresh_folder(folder: Path) -> Path:
@@ -121,6 +208,8 @@ def run_job(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progress: 
             ) -> Finished | Planned:
     """A new file: process it in one pass, or (when long) plan its segments."""
     job = claim.job
+    if (earlier := already_published(settings, job)) is not None:
+        return earlier
     work = fresh_folder(settings.work_dir(job.id))
     duration = job.duration if job.duration is not None else _duration(job.source)
     if settings.segment_seconds > 0 and duration and duration > 1.5 * settings.segment_seconds:
@@ -130,9 +219,12 @@ def run_job(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progress: 
     started = time.perf_counter()
     staged = work / ("output" + Path(job.output).suffix)
     result = _upscale(job.source, staged, upscaler, settings, progress)
-    size = publish(staged, Path(job.output))
-    shutil.rmtree(work, ignore_errors=True)
-    return Finished(result.frames, time.perf_counter() - started, size, result.nonfinite_pixels)
+    seconds = time.perf_counter() - started
+    write_published_note(settings, job, staged, result.frames, seconds)
+    size = publish(staged, Path(job.output), settings=settings, job=job, replace=job.replace_identity)
+    # The work folder (with the note) stays until the outcome is recorded; cleanup removes it.
+    return Finished(result.frames, seconds, size, nonfinite_pixels=result.nonfinite_pixels,
+                    output_identity=output_identity(job.output))
 
 
 def run_segment(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progress: Progress | None = None
@@ -149,14 +241,17 @@ def run_segment(claim: Claim, settings: UnitSettings, upscaler: Upscaler, progre
     staged = scratch / ("segment" + suffix)
     result = _upscale(job.source, staged, upscaler, settings, progress, time_range=(start, end),
                       copy_streams=False)
-    size = publish(staged, final)
+    size = publish(staged, final, settings=settings, job=job, replace="*")  # our own work folder
     shutil.rmtree(scratch, ignore_errors=True)
-    return Finished(result.frames, time.perf_counter() - started, size, result.nonfinite_pixels)
+    return Finished(result.frames, time.perf_counter() - started, size,
+                    nonfinite_pixels=result.nonfinite_pixels)
 
 
 def run_assembly(claim: Claim, settings: UnitSettings, segment_count: int) -> Finished:
     """Join the finished segments of a long file into its final output."""
     job = claim.job
+    if (earlier := already_published(settings, job)) is not None:
+        return earlier
     suffix = Path(job.output).suffix
     pieces = [settings.segment_path(job.id, idx, suffix) for idx in range(segment_count)]
     missing = [p.name for p in pieces if not p.is_file()]
@@ -167,9 +262,13 @@ def run_assembly(claim: Claim, settings: UnitSettings, segment_count: int) -> Fi
     scratch = fresh_folder(settings.work_dir(job.id) / "assembly.tmp")
     staged = scratch / ("output" + suffix)
     frames = assemble(job.source, pieces, staged)
-    size = publish(staged, Path(job.output))
-    shutil.rmtree(settings.work_dir(job.id), ignore_errors=True)
-    return Finished(frames, time.perf_counter() - started, size)
+    seconds = time.perf_counter() - started
+    write_published_note(settings, job, staged, frames, seconds)
+    size = publish(staged, Path(job.output), settings=settings, job=job, replace=job.replace_identity)
+    for piece in pieces:  # the note stays until the outcome is recorded; cleanup removes the folder
+        with contextlib.suppress(OSError):
+            piece.unlink()
+    return Finished(frames, seconds, size, output_identity=output_identity(job.output))
 
 
 def forget_failure(exc: BaseException, device: torch.device) -> BaseException:
@@ -197,7 +296,7 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
     purpose: a disk that stays full must not keep a batch busy all night.
     """
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, InputError | WeightsError | UsageError):
+    if isinstance(exc, InputError | WeightsError | UsageError | OutputAppeared):
         return text, True
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower():
         return f"out of device memory ({text})", False

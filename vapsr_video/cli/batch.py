@@ -3,8 +3,9 @@
 Resumable: the job database in ``DST/.vapsr-batch/`` remembers what is done, so
 running the same command again after a crash, a reboot or Ctrl-C carries on
 where it stopped and never redoes a finished file. Exit codes: 0 everything
-done (or skipped), 1 at least one file failed, 2 bad options, 130 interrupted;
-see docs/batch.md. This module only parses and prints: the run itself is
+done (or skipped), 1 at least one file failed, 2 bad options or folders that
+could write into the sources, 4 an unusable job database or a full disk, 130
+interrupted; see docs/batch.md. This module only parses and prints: the run itself is
 ``vapsr_video.batch.run``.
 """
 
@@ -15,12 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vapsr_video.batch.discovery import STATE_DIR_NAME
 from vapsr_video.batch.dispatch import Backend
 from vapsr_video.batch.jobs_db import DEFAULT_LEASE_SECONDS
 from vapsr_video.batch.local_backend import LocalBackend
 from vapsr_video.batch.report import BatchReport
 from vapsr_video.batch.run import DB_NAME, BatchSettings, plan_batch, run_batch
+from vapsr_video.batch.safety import STATE_DIR_NAME, printable
 from vapsr_video.batch.sync import Decision
 from vapsr_video.cli.options import (
     add_encoder_arguments,
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a worker silent this long on another machine is presumed dead (default 120)")
     parser.add_argument("--report", metavar="FILE", help="also write the report here (.json or .csv)")
     parser.add_argument("--quiet", action="store_true",
-                        help="for cron: no progress; print only failures")
+                        help="for cron: no progress or table; print only the files that failed or were "
+                             "skipped, with their reasons")
     add_model_arguments(parser)
     add_encoder_arguments(parser)
     return parser
@@ -82,9 +84,9 @@ def print_dry_run(decisions: list[Decision]) -> None:
               "skip": "skip", "fail": "fail"}
     for decision in decisions:
         source = decision.source
-        detail = f" -> {source.output}" if decision.action in ("todo", "redo", "resume") else ""
-        reason = f" ({decision.reason})" if decision.reason else ""
-        print(f"{labels[decision.action]:<15} {source.rel_path}{detail}{reason}")
+        detail = f" -> {printable(str(source.output))}" if decision.action in ("todo", "redo", "resume") else ""
+        reason = f" ({printable(decision.reason)})" if decision.reason else ""
+        print(f"{labels[decision.action]:<15} {printable(source.rel_path)}{detail}{reason}")
     counts: dict[str, int] = {}
     for decision in decisions:
         counts[labels[decision.action]] = counts.get(labels[decision.action], 0) + 1
@@ -127,9 +129,11 @@ def emit_report(report: BatchReport, *, quiet: bool) -> None:
     if not quiet:
         print(report.table())
         return
-    # cron mails whatever a job prints: say something only when something needs a look.
+    # cron mails whatever a job prints: say something only when something needs a look, and
+    # then every file that was not done with its reason (a file failing on every run included).
     for entry in report.files:
-        if entry.state == "failed" and entry.this_run:
-            print(f"failed {entry.path}: {entry.reason}", file=sys.stderr)
+        if entry.state in ("failed", "skipped", "pending", "running"):
+            state = "unfinished" if entry.state in ("pending", "running") else entry.state
+            print(f"{state} {printable(entry.path)}: {printable(entry.reason or 'not done yet')}", file=sys.stderr)
     if report.interrupted:
         print("interrupted: run the same command again to resume", file=sys.stderr)
