@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -14,7 +15,8 @@ from vapsr_video.video.colour import ColourSpec, is_native_format, plane_layout
 
 log = logging.getLogger(__name__)
 
-# Input codec -> the encoder that writes the same format (so the output is what the input was, only bigger).
+# Input codec (FFmpeg's codec id name, never a decoder's name such as libdav1d or h264_cuvid) -> the
+# encoder that writes the same format (so the output is what the input was, only bigger).
 ENCODER_FOR_CODEC: dict[str, str] = {
     "h264": "libx264",
     "hevc": "libx265",
@@ -68,6 +70,21 @@ def encoder_exists(name: str) -> bool:
     return True
 
 
+def codec_id_name(name: str) -> str:
+    """The codec a decoder or encoder name stands for: ``libdav1d`` -> ``av1``, ``h264_cuvid`` -> ``h264``.
+
+    PyAV may pick any decoder FFmpeg offers for a stream (dav1d or libaom for AV1, a hardware
+    variant, ...); the rule "codec follows the input" is about the format, not about that choice.
+    A name FFmpeg does not know is returned as it is.
+    """
+    for mode in ("r", "w"):
+        try:
+            return av.codec.Codec(name, mode).canonical_name
+        except (ValueError, av.FFmpegError):
+            continue
+    return name
+
+
 def _container_holds(container: av.container.OutputContainer, encoder: str) -> bool:
     codec_name = av.codec.Codec(encoder, "w").name
     supported = container.supported_codecs
@@ -83,7 +100,7 @@ def choose_codec(input_codec: str, container: av.container.OutputContainer, requ
             raise UsageError(f"a {container.format.name} file cannot hold {requested} video; "
                              "choose another --codec or output extension")
         return requested
-    preferred = ENCODER_FOR_CODEC.get(input_codec)
+    preferred = ENCODER_FOR_CODEC.get(codec_id_name(input_codec))
     candidates = ([preferred] if preferred else []) + list(FALLBACK_ENCODERS)
     for candidate in candidates:
         if encoder_exists(candidate) and _container_holds(container, candidate):
@@ -180,6 +197,10 @@ def configure_video_stream(stream: av.video.stream.VideoStream, choice: EncoderC
     context.color_primaries = colour.primaries
     context.color_trc = colour.transfer
     context.thread_count = 0  # let the encoder pick its thread count
+    if choice.codec == "libsvtav1":
+        # SVT-AV1 prints its whole configuration (~20 "Svt[info]" lines) to stderr on every open; errors
+        # only, unless the user set SVT_LOG themselves. Read by the library when the encoder opens.
+        os.environ.setdefault("SVT_LOG", "1")
     if choice.bit_rate:
         context.bit_rate = choice.bit_rate
     context.options = dict(choice.options)

@@ -68,7 +68,7 @@ class OutputFile:
         """
         try:
             context = video.codec_context
-            choice = choose_encoder(context.name, in_layout.pix_fmt, self.container, encode)
+            choice = choose_encoder(context.codec.canonical_name, in_layout.pix_fmt, self.container, encode)
             self.layout = plane_layout(choice.pix_fmt, in_layout.width * scale, in_layout.height * scale)
             self.colour = output_colour(in_colour, in_layout, self.layout)
             self.encoder_name = choice.codec

@@ -96,16 +96,23 @@ def describe(container: av.container.InputContainer, stream: av.video.stream.Vid
     context = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     frame_rate = float(rate) if rate else 0.0
-    duration = _seconds(stream.duration, stream.time_base) or _tag_seconds(stream.metadata.get("DURATION"))
+    start = _seconds(stream.start_time, stream.time_base) or 0.0
+    duration = _seconds(stream.duration, stream.time_base)
+    span = duration
+    if duration is None:
+        # Matroska's DURATION tag is where the stream ends, not how long it lasts: a stream that starts
+        # at 0.023 s and has 20 frames of 0.04 s says 0.823 s, which would estimate 21 frames.
+        duration = _tag_seconds(stream.metadata.get("DURATION"))
+        span = duration - start if duration is not None else None
     if duration is None and container.duration is not None:
-        duration = container.duration / av.time_base
+        duration = span = container.duration / av.time_base
     duration = duration or 0.0
     exact = bool(stream.frames)
-    frames = stream.frames if exact else round(duration * frame_rate)
-    start = _seconds(stream.start_time, stream.time_base) or 0.0
+    frames = stream.frames if exact else round(max(span or 0.0, 0.0) * frame_rate)
     is_image = container.format.name in IMAGE_FORMATS
-    return VideoInfo(path=path, container_format=container.format.name, codec=context.name, width=context.width,
-                     height=context.height, pix_fmt=context.format.name if context.format else "none",
+    return VideoInfo(path=path, container_format=container.format.name, codec=context.codec.canonical_name,
+                     width=context.width, height=context.height,
+                     pix_fmt=context.format.name if context.format else "none",
                      frames=max(frames, 1 if is_image else 0), frames_exact=exact or is_image, duration=duration,
                      frame_rate=frame_rate, start_time=start, is_image=is_image)
 

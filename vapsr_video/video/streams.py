@@ -63,6 +63,12 @@ def copy_other_streams(source: av.container.InputContainer, target: av.container
     for stream in source.streams:
         if stream.index == video_index:
             continue
+        if _hidden_by_demuxer(stream):
+            # MP4/MOV chapter titles are stored in a text track; the demuxer hands them over as chapters
+            # (copied by copy_container_metadata) and marks the track itself "discard all", so it delivers
+            # no packets. It is not a stream the user would miss, and warning about it would be false.
+            log.debug("stream %s is hidden by the demuxer (a chapter track); not copied", stream.index)
+            continue
         if _is_timecode_track(stream) and target.format.name in ("mov", "mp4"):
             # The muxer writes a new timecode track from the video stream's "timecode" tag (copied
             # with the video's metadata); the old track has no codec to copy packets with.
@@ -88,6 +94,13 @@ def copy_other_streams(source: av.container.InputContainer, target: av.container
         log.warning("stream %s cannot be stored in a %s file and is left out; "
                     "use an .mkv output to keep it", description, target.format.name)
     return CopiedStreams(copied, dropped)
+
+
+AVDISCARD_ALL = 48  # libavcodec's AVDiscard value for "this stream delivers no packets"
+
+
+def _hidden_by_demuxer(stream: av.stream.Stream) -> bool:
+    return stream.discard == AVDISCARD_ALL
 
 
 def _is_timecode_track(stream: av.stream.Stream) -> bool:
