@@ -12,6 +12,7 @@ import av
 
 from vapsr_video.errors import UsageError
 from vapsr_video.video.colour import ColourSpec, is_native_format, plane_layout
+from vapsr_video.video.containers import container_holds
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,7 @@ def codec_id_name(name: str) -> str:
 
 
 def _container_holds(container: av.container.OutputContainer, encoder: str) -> bool:
-    codec_name = av.codec.Codec(encoder, "w").name
-    supported = container.supported_codecs
-    return codec_name in supported or encoder in supported
+    return container_holds(container, encoder)
 
 
 def choose_codec(input_codec: str, container: av.container.OutputContainer, requested: str | None) -> str:

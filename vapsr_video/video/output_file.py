@@ -14,7 +14,7 @@ from pathlib import Path
 
 import av
 
-from vapsr_video.errors import OutputError, VapsrError
+from vapsr_video.errors import OutputError, UsageError, VapsrError
 from vapsr_video.video.colour import ColourSpec, PlaneLayout, default_matrix, plane_layout
 from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
 from vapsr_video.video.streams import copy_container_metadata, copy_other_streams, copy_video_stream_properties
@@ -68,7 +68,10 @@ class OutputFile:
         """
         try:
             context = video.codec_context
-            choice = choose_encoder(context.codec.canonical_name, in_layout.pix_fmt, self.container, encode)
+            try:
+                choice = choose_encoder(context.codec.canonical_name, in_layout.pix_fmt, self.container, encode)
+            except UsageError as exc:
+                raise UsageError(f"{self.target}: {exc}") from None
             self.layout = plane_layout(choice.pix_fmt, in_layout.width * scale, in_layout.height * scale)
             self.colour = output_colour(in_colour, in_layout, self.layout)
             self.encoder_name = choice.codec
