@@ -11,7 +11,14 @@ from fractions import Fraction
 import av
 
 from vapsr_video.errors import UsageError
-from vapsr_video.video.colour import ColourSpec, is_native_format, plane_layout
+from vapsr_video.video.colour import (
+    ColourSpec,
+    alpha_twin,
+    has_alpha,
+    is_native_format,
+    native_fallback,
+    plane_layout,
+)
 from vapsr_video.video.containers import container_holds
 
 log = logging.getLogger(__name__)
@@ -25,6 +32,7 @@ ENCODER_FOR_CODEC: dict[str, str] = {
     "vp9": "libvpx-vp9",
     "prores": "prores_ks",
     "ffv1": "ffv1",
+    "gif": "gif",
 }
 FALLBACK_ENCODERS = ("libx264", "libsvtav1", "libvpx-vp9", "mpeg4")
 
@@ -32,6 +40,13 @@ FALLBACK_ENCODERS = ("libx264", "libsvtav1", "libvpx-vp9", "mpeg4")
 DEFAULT_CRF: dict[str, int] = {"libx264": 18, "libx265": 20, "libsvtav1": 30, "libvpx-vp9": 24}
 CRF_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1", "librav1e"})
 PRESET_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1"})
+# Encoders that take palette frames: the pipeline writes planar RGB and a filter graph makes the palettes.
+PALETTE_ENCODERS = frozenset({"gif"})
+# Encoders whose alpha is a second bitstream in packet side data (only Matroska/WebM store it).
+SIDE_DATA_ALPHA_ENCODERS = frozenset({"libvpx-vp9", "libvpx"})
+# Lossy encoders whose 4:4:4 and RGB profiles many players and devices cannot decode; RGB sources get 4:2:0.
+DELIVERY_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libvpx", "mpeg4",
+                               "libaom-av1", "mpeg2video"})
 
 
 @dataclass
@@ -49,9 +64,16 @@ class EncodeOptions:
 @dataclass(frozen=True)
 class EncoderChoice:
     codec: str
-    pix_fmt: str
+    pix_fmt: str  # the planes the pipeline produces (a native format)
     options: dict[str, str]
     bit_rate: int | None
+    encoder_pix_fmt: str = ""  # what the encoder is opened with, when not pix_fmt (alpha, palette, packed)
+    keeps_alpha: bool = False  # the source's alpha plane is written beside the picture
+    palette: bool = False  # frames go through the palette filter graph (GIF)
+
+    @property
+    def opened_pix_fmt(self) -> str:
+        return self.encoder_pix_fmt or self.pix_fmt
 
 
 def parse_bitrate(text: str) -> int:
@@ -115,10 +137,15 @@ def _depth_and_chroma(pix_fmt: str) -> tuple[int, tuple[int, int], str]:
     return layout.bit_depth, layout.chroma_shift, layout.family
 
 
-def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None) -> str:
-    """Keep the source's bit depth and chroma layout where the encoder allows; never lose depth silently."""
+def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None, *,
+                   among: list[str] | None = None) -> str:
+    """Keep the source's bit depth and chroma layout where the encoder allows; never lose depth silently.
+
+    ``among``: choose only from these native formats (those the encoder can also store with alpha).
+    """
     offered = [fmt.name for fmt in (av.codec.Codec(encoder, "w").video_formats or ())]
-    usable = [name for name in offered if is_native_format(name) and not name.startswith("yuvj")]
+    usable = among if among is not None else [name for name in offered
+                                              if is_native_format(name) and not name.startswith("yuvj")]
     if requested:
         if offered and requested not in offered:
             raise UsageError(f"{encoder} cannot write pixel format {requested}; it offers {', '.join(offered)}")
@@ -127,9 +154,17 @@ def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None) -> str:
                              "grey or gbrp format (e.g. yuv420p, yuv420p10le, yuv444p)")
         return requested
     source = source_fmt.replace("yuvj", "yuv")  # the range travels as a tag, not in the format name
+    depth, chroma, family = _depth_and_chroma(source)
+    if family == "rgb" and encoder in DELIVERY_ENCODERS:
+        # RGB and palette sources (GIF, screen captures, PNG sequences) would become 4:4:4 or RGB
+        # profiles that many players cannot play; 4:2:0 at the source's depth is what plays everywhere.
+        playable = "yuv420p" if depth <= 8 else "yuv420p10le"
+        if playable in usable:
+            log.warning("%s is an RGB format; writing %s so that common players can play it "
+                        "(--pix-fmt yuv444p keeps full colour resolution)", source_fmt, playable)
+            return playable
     if not offered or source in usable:
         return source
-    depth, chroma, family = _depth_and_chroma(source)
 
     def preference(name: str) -> tuple:
         cand_depth, cand_chroma, cand_family = _depth_and_chroma(name)
@@ -170,11 +205,38 @@ def encoder_settings(encoder: str, options: EncodeOptions) -> tuple[dict[str, st
     return settings, bit_rate
 
 
+def alpha_formats(encoder: str) -> dict[str, str]:
+    """Native format -> the format with alpha the encoder takes for it (``yuv420p`` -> ``yuva420p`` for VP9,
+    ``gbrp`` -> ``rgba`` for PNG); empty when the encoder cannot store alpha."""
+    offered = [fmt.name for fmt in (av.codec.Codec(encoder, "w").video_formats or ())]
+    found: dict[str, str] = {}
+    for name in offered:
+        if not has_alpha(name) or re.search(r"f(16|32)", name):  # float formats are not for delivery
+            continue
+        planar = native_fallback(name)
+        # The pipeline builds the planar twin (yuva420p, gbrap); a packed format (rgba) is converted from it.
+        # Prefer the twin itself: no conversion.
+        if planar and alpha_twin(planar) and (planar not in found or alpha_twin(planar) == name):
+            found[planar] = name
+    return found
+
+
 def choose_encoder(input_codec: str, source_fmt: str, container: av.container.OutputContainer,
-                   options: EncodeOptions) -> EncoderChoice:
+                   options: EncodeOptions, *, alpha: bool = False) -> EncoderChoice:
+    """Codec, pixel formats and settings; ``alpha``: the source has an alpha plane to keep if the codec can."""
     codec = choose_codec(input_codec, container, options.codec)
-    pix_fmt = choose_pix_fmt(source_fmt, codec, options.pix_fmt)
     settings, bit_rate = encoder_settings(codec, options)
+    if codec in PALETTE_ENCODERS and options.pix_fmt in (None, "pal8"):
+        return EncoderChoice(codec=codec, pix_fmt="gbrp", options=settings, bit_rate=bit_rate,
+                             encoder_pix_fmt="pal8", palette=True)
+    with_alpha = alpha_formats(codec) if alpha and not options.pix_fmt else {}
+    if codec in SIDE_DATA_ALPHA_ENCODERS and container.format.name not in ("matroska", "webm"):
+        with_alpha = {}  # VP8/VP9 alpha travels in Matroska BlockAdditional side data, which only MKV/WebM store
+    if with_alpha:
+        pix_fmt = choose_pix_fmt(source_fmt, codec, None, among=sorted(with_alpha))
+        return EncoderChoice(codec=codec, pix_fmt=pix_fmt, options=settings, bit_rate=bit_rate,
+                             encoder_pix_fmt=with_alpha[pix_fmt], keeps_alpha=True)
+    pix_fmt = choose_pix_fmt(source_fmt, codec, options.pix_fmt)
     return EncoderChoice(codec=codec, pix_fmt=pix_fmt, options=settings, bit_rate=bit_rate)
 
 
@@ -184,7 +246,7 @@ def configure_video_stream(stream: av.video.stream.VideoStream, choice: EncoderC
     """Set size, format, time base and colour tags before the encoder opens."""
     context = stream.codec_context
     context.width, context.height = width, height
-    context.pix_fmt = choice.pix_fmt
+    context.pix_fmt = choice.opened_pix_fmt
     context.time_base = time_base
     stream.time_base = time_base
     if frame_rate:

@@ -13,10 +13,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from vapsr_video.errors import OutputError, UsageError, VapsrError
-from vapsr_video.video.colour import ColourSpec, PlaneLayout, default_matrix, plane_layout
+from vapsr_video.video.colour import ColourSpec, PlaneLayout, attach_alpha, default_matrix, plane_layout
 from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
+from vapsr_video.video.filters import FrameFilter, palette_filter
 from vapsr_video.video.streams import copy_container_metadata, copy_other_streams, copy_video_stream_properties
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -51,6 +53,8 @@ class OutputFile:
         self.encoder_name = ""
         self.copied: dict[int, av.stream.Stream] = {}  # input stream index -> output stream
         self.dropped_streams: list[str] = []
+        self.keeps_alpha = False  # the source's alpha plane is written (known after set_up)
+        self.palette: FrameFilter | None = None  # GIF: truecolour -> palette frames
         try:
             self.container = av.open(str(temporary), "w")
         except ValueError:
@@ -61,17 +65,21 @@ class OutputFile:
 
     def set_up(self, source: av.container.InputContainer, video: av.video.stream.VideoStream,
                in_layout: PlaneLayout, in_colour: ColourSpec, encode: EncodeOptions, *, scale: int,
-               time_base: Fraction, frame_rate: Fraction | None, copy_streams: bool) -> None:
+               time_base: Fraction, frame_rate: Fraction | None, copy_streams: bool, alpha: bool = False) -> None:
         """Add the video stream (``scale`` times the input's size) and, if asked, the other streams; start.
 
+        ``alpha``: the source has an alpha plane; :attr:`keeps_alpha` says whether the output stores it.
         On failure the container is closed before the error propagates.
         """
         try:
             context = video.codec_context
             try:
-                choice = choose_encoder(context.codec.canonical_name, in_layout.pix_fmt, self.container, encode)
+                choice = choose_encoder(context.codec.canonical_name, in_layout.pix_fmt, self.container, encode,
+                                        alpha=alpha)
             except UsageError as exc:
                 raise UsageError(f"{self.target}: {exc}") from None
+            self.choice = choice
+            self.keeps_alpha = choice.keeps_alpha
             self.layout = plane_layout(choice.pix_fmt, in_layout.width * scale, in_layout.height * scale)
             self.colour = output_colour(in_colour, in_layout, self.layout)
             self.encoder_name = choice.codec
@@ -79,7 +87,14 @@ class OutputFile:
             configure_video_stream(self.video, choice, width=self.layout.width, height=self.layout.height,
                                    time_base=time_base, frame_rate=frame_rate,
                                    sample_aspect_ratio=context.sample_aspect_ratio, colour=self.colour)
+            if choice.palette:
+                self.palette = palette_filter(self.layout.width, self.layout.height, self.layout.pix_fmt, time_base)
             copy_video_stream_properties(video, self.video)
+            # The source's alpha_mode tag (VP9 in WebM/MKV) must describe this file, not the source.
+            for key in [key for key in self.video.metadata if key.lower() == "alpha_mode"]:
+                del self.video.metadata[key]
+            if choice.keeps_alpha and choice.codec == "libvpx-vp9":
+                self.video.metadata["alpha_mode"] = "1"  # how players (and FFmpeg) know to read the alpha
             if copy_streams:
                 copied = copy_other_streams(source, self.container, video.index)
                 self.copied, self.dropped_streams = copied.by_input_index, copied.dropped
@@ -98,14 +113,51 @@ class OutputFile:
             raise OutputError(f"{self.target}: the {self.encoder_name} encoder or the "
                               f"{self.container.format.name} muxer refused the settings ({exc})") from None
 
-    def encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
-        """Packets for ``frame`` (None: flush the encoder); disk-full errors pass through for :meth:`user_facing`."""
+    def encode(self, frame: av.VideoFrame | None, alpha: tuple[np.ndarray, int] | None = None) -> list[av.Packet]:
+        """Packets for ``frame`` (None: flush the encoder); disk-full errors pass through for :meth:`user_facing`.
+
+        ``frame`` is in :attr:`layout`; ``alpha`` (samples, bit depth; any size) is stored with it when
+        :attr:`keeps_alpha`. Frames are turned into what the encoder takes (alpha twin, packed, palette).
+        """
         try:
+            if frame is None:
+                packets = []
+                if self.palette is not None:
+                    for ready in self.palette.push(None):
+                        packets += self._encode_palette_frame(ready)
+                return packets + self.video.encode(None)
+            frame = self._for_encoder(frame, alpha)
+            if self.palette is not None:
+                return [packet for ready in self.palette.push(frame) for packet in self._encode_palette_frame(ready)]
             return self.video.encode(frame)
         except (av.FFmpegError, ValueError) as exc:
             if is_disk_full(exc):
                 raise
             raise OutputError(f"{self.target}: the {self.encoder_name} encoder failed ({exc})") from None
+
+    def _encode_palette_frame(self, frame: av.VideoFrame) -> list[av.Packet]:
+        # The GIF encoder gives its packets no duration, and the muxer then guesses the last frame's delay;
+        # one frame makes one packet, so the frame's own duration is the packet's.
+        packets = self.video.encode(frame)
+        for packet in packets:
+            if not packet.duration and frame.duration:
+                packet.duration = frame.duration
+        return packets
+
+    def _for_encoder(self, frame: av.VideoFrame, alpha: tuple[np.ndarray, int] | None) -> av.VideoFrame:
+        assert self.layout is not None
+        if not self.keeps_alpha:
+            return frame
+        if alpha is None:  # a frame without alpha in a stream with alpha: opaque
+            alpha = (np.full((1, 1), 255, np.uint8), 8)
+        combined = attach_alpha(frame, self.layout, *alpha)
+        for name in ("pts", "duration", "time_base", "colorspace", "color_range", "color_primaries", "color_trc"):
+            setattr(combined, name, getattr(frame, name))
+        if combined.format.name != self.choice.opened_pix_fmt:  # packed alpha formats (rgba for PNG, ...)
+            converted = combined.reformat(format=self.choice.opened_pix_fmt)
+            converted.pts, converted.duration, converted.time_base = frame.pts, frame.duration, frame.time_base
+            return converted
+        return combined
 
     def write(self, packets: av.Packet | list[av.Packet]) -> None:
         self.container.mux(packets)

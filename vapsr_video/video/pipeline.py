@@ -29,6 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 
 from vapsr_video.errors import InputError, UsageError
@@ -36,10 +37,14 @@ from vapsr_video.inference.upscaler import Upscaler
 from vapsr_video.safe_output import atomic_output, check_output_path
 from vapsr_video.video.channels import QUEUE_BATCHES, Channel, Stopped
 from vapsr_video.video.colour import (
+    alpha_plane,
+    alpha_twin,
     colour_spec,
     copy_frame_into,
     frame_from_buffer,
+    has_alpha,
     is_native_format,
+    is_opaque,
     native_fallback,
     plane_layout,
     rgb_to_yuv,
@@ -47,7 +52,7 @@ from vapsr_video.video.colour import (
 )
 from vapsr_video.video.encoder import EncodeOptions
 from vapsr_video.video.output_file import OutputFile
-from vapsr_video.video.probe import check_pixel_format, describe, main_video_stream, open_input
+from vapsr_video.video.probe import alpha_decoder_for, check_pixel_format, describe, main_video_stream, open_input
 from vapsr_video.video.transfer import HostPlanes, make_transfer
 
 __all__ = ["VideoResult", "upscale_video"]
@@ -73,6 +78,7 @@ _END = object()
 class _FrameMeta:
     pts: int
     duration: int
+    alpha: tuple[np.ndarray, int] | None = None  # the source's alpha plane and its depth, when kept
 
 
 class _Job:
@@ -103,10 +109,14 @@ class _Job:
         check_pixel_format(info)
         decoded_fmt = info.pix_fmt if is_native_format(info.pix_fmt) else native_fallback(info.pix_fmt)
         assert decoded_fmt is not None  # check_pixel_format refused the others
-        if decoded_fmt != info.pix_fmt:
-            alpha = any(c.is_alpha for c in av.VideoFormat(info.pix_fmt).components)
-            log.warning("%s: pixel format %s is converted to %s on the CPU%s", source, info.pix_fmt, decoded_fmt,
-                        " (the alpha channel is dropped)" if alpha else "")
+        # Alpha (issue #11): a VP9 stream tagged alpha_mode=1 keeps its alpha in side data that only libvpx
+        # decodes, so such a stream is decoded by libvpx-vp9 instead of FFmpeg's own VP9 decoder.
+        self.decoder = alpha_decoder_for(self.video)
+        self.source_alpha = has_alpha(info.pix_fmt) or self.decoder is not None
+        self.warned_alpha = False
+        if decoded_fmt != info.pix_fmt and alpha_twin(decoded_fmt) != info.pix_fmt:
+            # (yuva420p -> yuv420p is no conversion: the picture planes are read as they are.)
+            log.warning("%s: pixel format %s is converted to %s on the CPU", source, info.pix_fmt, decoded_fmt)
         self.in_layout = plane_layout(decoded_fmt, info.width, info.height)
         self.in_colour = colour_spec(self.video.codec_context, decoded_fmt)
         self.time_base = self.video.time_base or Fraction(1, 90000)
@@ -115,7 +125,8 @@ class _Job:
 
         self.output = OutputFile(temporary, target)
         self.output.set_up(container, self.video, self.in_layout, self.in_colour, encode, scale=upscaler.scale,
-                           time_base=self.time_base, frame_rate=rate, copy_streams=copy_streams)
+                           time_base=self.time_base, frame_rate=rate, copy_streams=copy_streams,
+                           alpha=self.source_alpha)
         assert self.output.layout is not None and self.output.colour is not None
         self.out_layout, self.out_colour = self.output.layout, self.output.colour
 
@@ -170,8 +181,10 @@ class _Job:
                     if not inside:
                         continue
                     last_pts = pts
+                    alpha = self._alpha_of(frame) if self.source_alpha else None
                     if (frame.width, frame.height, frame.format.name) != (
-                            self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt):
+                            self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt) \
+                            and not self._planes_fit(frame):
                         if (frame.width, frame.height) != (self.in_layout.width, self.in_layout.height) \
                                 and not warned_resize:
                             log.warning("%s: the frame size changes mid-stream; scaling frames to %dx%d",
@@ -181,7 +194,7 @@ class _Job:
                                                format=self.in_layout.pix_fmt)
                     slot = ring.acquire()
                     copy_frame_into(frame, self.in_layout, ring.arrays[slot])
-                    self.decoded.put((slot, _FrameMeta(pts, frame.duration or self.default_step)))
+                    self.decoded.put((slot, _FrameMeta(pts, frame.duration or self.default_step, alpha)))
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"{self.source}: read error ({exc}); the file may be truncated or damaged") from None
         finally:
@@ -192,8 +205,29 @@ class _Job:
             self.decoded.put(_END)
             self.to_mux.put(_END)
 
+    def _planes_fit(self, frame: av.VideoFrame) -> bool:
+        """A yuva420p frame holds the yuv420p planes first (gbrap: gbrp): no conversion needed."""
+        return (frame.width, frame.height) == (self.in_layout.width, self.in_layout.height) \
+            and frame.format.name == alpha_twin(self.in_layout.pix_fmt)
+
+    def _alpha_of(self, frame: av.VideoFrame) -> tuple[np.ndarray, int] | None:
+        """The frame's alpha plane when the output keeps it; else None, after warning once if it is not opaque."""
+        if not has_alpha(frame.format.name):
+            return None
+        alpha, bits = alpha_plane(frame)
+        if self.output.keeps_alpha:
+            return alpha, bits
+        if not self.warned_alpha and not is_opaque(alpha, bits):
+            self.warned_alpha = True
+            log.warning("%s: the alpha channel (transparency) is dropped: %s in %s cannot store it; "
+                        "write .webm (VP9), .mov with --codec prores_ks, or .mkv with --codec ffv1 to keep it",
+                        self.source, self.output.encoder_name, self.output.container.format.name)
+        return None
+
     def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
         try:
+            if self.decoder is not None:
+                return self.decoder.decode(packet)
             return packet.decode()
         except av.error.InvalidDataError as exc:
             # Policy: skip a damaged packet and go on (a player would too); each frame keeps its own
@@ -276,7 +310,7 @@ class _Job:
                 frame.color_range = self.out_colour.range_tag
                 frame.color_primaries = self.out_colour.primaries
                 frame.color_trc = self.out_colour.transfer
-                self.output.write(self.output.encode(frame))
+                self.output.write(self.output.encode(frame, meta.alpha))
         self.frames_written += len(metas)
         if self.progress is not None:
             self.progress(len(metas))

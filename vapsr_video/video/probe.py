@@ -155,3 +155,23 @@ def _decode_first_frame(container: av.container.InputContainer, stream: av.video
     except (av.FFmpegError, OSError) as exc:
         raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
     raise InputError(f"{path}: no video frame could be decoded (empty, truncated or damaged)")
+
+
+def alpha_decoder_for(stream: av.video.stream.VideoStream) -> av.codec.context.CodecContext | None:
+    """A libvpx-vp9 decoder for a VP9 stream tagged ``alpha_mode=1`` (WebM/MKV transparency), else None.
+
+    FFmpeg's own VP9 decoder ignores the alpha layer (stored in Matroska BlockAdditional side data);
+    libvpx-vp9 decodes it and returns ``yuva420p`` frames.
+    """
+    tagged = any(key.lower() == "alpha_mode" and value == "1" for key, value in stream.metadata.items())
+    if stream.codec_context.codec.canonical_name != "vp9" or not tagged:
+        return None
+    try:
+        decoder = av.CodecContext.create("libvpx-vp9", "r")
+    except (ValueError, av.FFmpegError):
+        log.warning("the VP9 stream has an alpha channel, but this FFmpeg build has no libvpx-vp9 decoder "
+                    "to read it; the alpha channel is dropped")
+        return None
+    decoder.extradata = stream.codec_context.extradata
+    decoder.thread_count = 0
+    return decoder
