@@ -46,7 +46,7 @@ class OutputFile:
     :meth:`write`, and the job ends with :meth:`close` (or :meth:`abandon` on failure).
     """
 
-    def __init__(self, temporary: Path, target: Path) -> None:
+    def __init__(self, temporary: Path | str, target: Path, format_name: str | None = None) -> None:
         self.target = target
         self.layout: PlaneLayout | None = None  # the upscaled video's planes, known after set_up
         self.colour: ColourSpec | None = None
@@ -56,7 +56,7 @@ class OutputFile:
         self.keeps_alpha = False  # the source's alpha plane is written (known after set_up)
         self.palette: FrameFilter | None = None  # GIF: truecolour -> palette frames
         try:
-            self.container = av.open(str(temporary), "w")
+            self.container = av.open(str(temporary), "w", format=format_name)
         except ValueError:
             raise OutputError(f"{target}: cannot tell the output format from the extension "
                               f"{target.suffix or '(none)'}; use e.g. .mp4, .mkv or .mov") from None

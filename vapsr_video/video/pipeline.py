@@ -52,6 +52,7 @@ from vapsr_video.video.colour import (
 )
 from vapsr_video.video.encoder import EncodeOptions
 from vapsr_video.video.output_file import OutputFile
+from vapsr_video.video.pipes import PIPE_FORMATS, STDIN_NAME, STDOUT_NAME, STDOUT_URL, is_pipe, pipe_muxer
 from vapsr_video.video.probe import alpha_decoder_for, check_pixel_format, describe, main_video_stream, open_input
 from vapsr_video.video.transfer import HostPlanes, make_transfer
 
@@ -88,10 +89,10 @@ class _Job:
     live in their own modules; the job holds the input side and the threads.
     """
 
-    def __init__(self, source: Path, target: Path, temporary: Path, container: av.container.InputContainer,
+    def __init__(self, source: Path, target: Path, temporary: Path | str, container: av.container.InputContainer,
                  upscaler: Upscaler, encode: EncodeOptions, *, batch_size: int,
                  progress: Callable[[int], None] | None, time_range: tuple[float, float] | None,
-                 copy_streams: bool) -> None:
+                 copy_streams: bool, output_format: str | None = None) -> None:
         self.source, self.target = source, target
         self.input = container
         self.upscaler = upscaler
@@ -123,7 +124,7 @@ class _Job:
         rate = self.video.average_rate or self.video.guessed_rate
         self.default_step = max(1, round(1 / (rate * self.time_base))) if rate else 1
 
-        self.output = OutputFile(temporary, target)
+        self.output = OutputFile(temporary, target, output_format)
         self.output.set_up(container, self.video, self.in_layout, self.in_colour, encode, scale=upscaler.scale,
                            time_base=self.time_base, frame_rate=rate, copy_streams=copy_streams,
                            alpha=self.source_alpha)
@@ -360,6 +361,7 @@ def upscale_video(
     time_range: tuple[float, float] | None = None,
     copy_streams: bool = True,
     overwrite: bool = False,
+    output_format: str | None = None,
 ) -> VideoResult:
     """Upscale the video of ``input_path`` into ``output_path``, keeping everything else in the file.
 
@@ -370,6 +372,8 @@ def upscale_video(
         time_range: only frames whose timestamp (seconds) lies in [start, end); timestamps stay as in the source.
         copy_streams: copy audio/subtitle/data/attachment streams, metadata and chapters (False: video only).
         overwrite: replace an existing ``output_path``.
+        output_format: ``mkv``, ``nut`` or ``mpegts``; required when ``output_path`` is ``-`` (standard
+            output, streamed as it is encoded; see ``video/pipes.py``). ``input_path`` may be ``-`` too.
 
     Raises:
         InputError: the input cannot be read or has no usable video.
@@ -380,22 +384,62 @@ def upscale_video(
         raise UsageError(f"batch size must be at least 1, not {batch_size}")
     if time_range is not None and not time_range[0] < time_range[1]:
         raise UsageError(f"time range start {time_range[0]} must be before its end {time_range[1]}")
+    if is_pipe(input_path) or is_pipe(output_path):
+        return _upscale_through_pipes(input_path, output_path, upscaler, encode or EncodeOptions(),
+                                      batch_size=batch_size, progress=progress, time_range=time_range,
+                                      copy_streams=copy_streams, overwrite=overwrite, output_format=output_format)
     source = Path(input_path)
     target = check_output_path(source, output_path, overwrite=overwrite)
     started = time.perf_counter()
     with contextlib.closing(open_input(source)) as container, atomic_output(target, overwrite=overwrite) as temporary:
         job = _Job(source, target, temporary, container, upscaler, encode or EncodeOptions(),
-                   batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams)
+                   batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams,
+                   output_format=PIPE_FORMATS.get(output_format) if output_format else None)
         try:
             job.run()
         except BaseException:
             job.output.abandon()
             raise
         job.output.close()
+    _report_damage(job, source)
+    return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
+                       output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
+                       dropped_streams=job.output.dropped_streams)
+
+
+def _report_damage(job: _Job, source: Path) -> None:
     if job.decode_errors:
         skipped = job.decode_errors - job.concealed_frames
         log.warning("%s: damaged video data: %d packet(s) skipped, %d frame(s) concealed; %d frames written",
                     source, skipped, job.concealed_frames, job.frames_written)
+
+
+def _upscale_through_pipes(input_path: str | Path, output_path: str | Path, upscaler: Upscaler,
+                           encode: EncodeOptions, *, batch_size: int, progress: Callable[[int], None] | None,
+                           time_range: tuple[float, float] | None, copy_streams: bool, overwrite: bool,
+                           output_format: str | None) -> VideoResult:
+    """``upscale_video`` with standard input and/or output: no atomic publish for a pipe (see video/pipes.py)."""
+    to_stdout = is_pipe(output_path)
+    source = STDIN_NAME if is_pipe(input_path) else Path(input_path)
+    if to_stdout:
+        muxer: str | None = pipe_muxer(output_format)
+        target, destination = STDOUT_NAME, STDOUT_URL
+    else:
+        muxer = PIPE_FORMATS.get(output_format) if output_format else None
+        target = check_output_path(source, output_path, overwrite=overwrite)
+    started = time.perf_counter()
+    with contextlib.closing(open_input(input_path)) as container, contextlib.ExitStack() as stack:
+        if not to_stdout:
+            destination = stack.enter_context(atomic_output(target, overwrite=overwrite))
+        job = _Job(source, target, destination, container, upscaler, encode, batch_size=batch_size,
+                   progress=progress, time_range=time_range, copy_streams=copy_streams, output_format=muxer)
+        try:
+            job.run()
+        except BaseException:
+            job.output.abandon()  # on standard output the stream is cut here; the exit code says it failed
+            raise
+        job.output.close()
+    _report_damage(job, source)
     return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
-                       output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
+                       output_bytes=0 if to_stdout else target.stat().st_size, decode_errors=job.decode_errors,
                        dropped_streams=job.output.dropped_streams)

@@ -14,6 +14,7 @@ import av
 
 from vapsr_video.errors import InputError
 from vapsr_video.video.colour import is_native_format, native_fallback
+from vapsr_video.video.pipes import STDIN_NAME, STDIN_URL, is_pipe
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def _first_line(exc: BaseException) -> str:
 
 def open_input(path: str | Path) -> av.container.InputContainer:
     """Open ``path`` for reading, or raise :class:`InputError` naming the file and why not."""
+    if is_pipe(path):
+        return _open_standard_input()
     source = Path(path)
     if not source.exists():
         raise InputError(f"{source}: no such file")
@@ -47,6 +50,16 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         if getattr(exc, "errno", None) == errno.EACCES:
             raise InputError(f"{source}: not readable (permission denied)") from None
         raise InputError(f"{source}: cannot be opened ({_first_line(exc)})") from None
+
+
+def _open_standard_input() -> av.container.InputContainer:
+    # FFmpeg probes the container from the first bytes of the pipe, as it does for ``ffmpeg -i -``.
+    try:
+        return av.open(STDIN_URL, "r")
+    except av.error.InvalidDataError:
+        raise InputError(f"{STDIN_NAME}: not a media stream FFmpeg can read") from None
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"{STDIN_NAME}: cannot be read ({_first_line(exc)})") from None
 
 
 def main_video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
