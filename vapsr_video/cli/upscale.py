@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "'-': standard output, with --format)")
     parser.add_argument("--format", choices=("mkv", "nut", "mpegts"),
                         help="output container; required when OUTPUT is '-' (a pipe)")
+    parser.add_argument("--deinterlace", choices=("frame", "field"), default="frame",
+                        help="interlaced input is deinterlaced (bwdif) to one frame per frame (default) "
+                             "or one frame per field (double rate)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (warnings still shown)")
     add_model_arguments(parser)
@@ -154,7 +157,8 @@ def _upscale_video(args: argparse.Namespace, info: VideoInfo | None) -> int:
     bar = _LazyBar(info.frames if info else 0, "stdin" if info is None else Path(args.input).name, args.quiet)
     try:
         result = upscale_video(args.input, args.output, upscaler, encode, batch_size=args.batch_size,
-                               progress=bar.update, overwrite=args.overwrite, output_format=args.format)
+                               progress=bar.update, overwrite=args.overwrite, output_format=args.format,
+                               deinterlace=args.deinterlace)
         bar.finished()
     finally:
         bar.close()

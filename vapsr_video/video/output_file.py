@@ -19,6 +19,7 @@ from vapsr_video.errors import OutputError, UsageError, VapsrError
 from vapsr_video.video.colour import ColourSpec, PlaneLayout, attach_alpha, default_matrix, plane_layout
 from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
 from vapsr_video.video.filters import FrameFilter, palette_filter
+from vapsr_video.video.side_data import StaticHdr, add_hdr_options
 from vapsr_video.video.streams import copy_container_metadata, copy_other_streams, copy_video_stream_properties
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -65,10 +66,12 @@ class OutputFile:
 
     def set_up(self, source: av.container.InputContainer, video: av.video.stream.VideoStream,
                in_layout: PlaneLayout, in_colour: ColourSpec, encode: EncodeOptions, *, scale: int,
-               time_base: Fraction, frame_rate: Fraction | None, copy_streams: bool, alpha: bool = False) -> None:
+               time_base: Fraction, frame_rate: Fraction | None, copy_streams: bool, alpha: bool = False,
+               hdr: StaticHdr | None = None, source_name: Path | None = None) -> None:
         """Add the video stream (``scale`` times the input's size) and, if asked, the other streams; start.
 
         ``alpha``: the source has an alpha plane; :attr:`keeps_alpha` says whether the output stores it.
+        ``hdr``: the source's HDR10 static metadata, handed to the encoder where it can write it.
         On failure the container is closed before the error propagates.
         """
         try:
@@ -79,6 +82,8 @@ class OutputFile:
             except UsageError as exc:
                 raise UsageError(f"{self.target}: {exc}") from None
             self.choice = choice
+            if hdr:
+                add_hdr_options(choice.codec, choice.options, hdr, source_name or self.target)
             self.keeps_alpha = choice.keeps_alpha
             self.layout = plane_layout(choice.pix_fmt, in_layout.width * scale, in_layout.height * scale)
             self.colour = output_colour(in_colour, in_layout, self.layout)

@@ -51,9 +51,11 @@ from vapsr_video.video.colour import (
     yuv_to_rgb,
 )
 from vapsr_video.video.encoder import EncodeOptions
+from vapsr_video.video.interlace import Fields
 from vapsr_video.video.output_file import OutputFile
 from vapsr_video.video.pipes import PIPE_FORMATS, STDIN_NAME, STDOUT_NAME, STDOUT_URL, is_pipe, pipe_muxer
 from vapsr_video.video.probe import alpha_decoder_for, check_pixel_format, describe, main_video_stream, open_input
+from vapsr_video.video.side_data import FrameSideDataWatch, read_static_hdr
 from vapsr_video.video.transfer import HostPlanes, make_transfer
 
 __all__ = ["VideoResult", "upscale_video"]
@@ -92,7 +94,7 @@ class _Job:
     def __init__(self, source: Path, target: Path, temporary: Path | str, container: av.container.InputContainer,
                  upscaler: Upscaler, encode: EncodeOptions, *, batch_size: int,
                  progress: Callable[[int], None] | None, time_range: tuple[float, float] | None,
-                 copy_streams: bool, output_format: str | None = None) -> None:
+                 copy_streams: bool, output_format: str | None = None, deinterlace: str = "frame") -> None:
         self.source, self.target = source, target
         self.input = container
         self.upscaler = upscaler
@@ -122,12 +124,16 @@ class _Job:
         self.in_colour = colour_spec(self.video.codec_context, decoded_fmt)
         self.time_base = self.video.time_base or Fraction(1, 90000)
         rate = self.video.average_rate or self.video.guessed_rate
+        self.fields = Fields(source, self.video, deinterlace, self.time_base, rate)
+        self.time_base, rate = self.fields.time_base, self.fields.frame_rate
         self.default_step = max(1, round(1 / (rate * self.time_base))) if rate else 1
 
         self.output = OutputFile(temporary, target, output_format)
         self.output.set_up(container, self.video, self.in_layout, self.in_colour, encode, scale=upscaler.scale,
                            time_base=self.time_base, frame_rate=rate, copy_streams=copy_streams,
-                           alpha=self.source_alpha)
+                           alpha=self.source_alpha, source_name=source,
+                           hdr=read_static_hdr(self.video, None if source == STDIN_NAME else source))
+        self.side_data_watch = FrameSideDataWatch(source)
         assert self.output.layout is not None and self.output.colour is not None
         self.out_layout, self.out_colour = self.output.layout, self.output.colour
 
@@ -149,7 +155,7 @@ class _Job:
     def _seek_to_start(self) -> None:
         if self.time_range is None or self.time_range[0] <= 0:
             return
-        offset = int(self.time_range[0] / self.time_base)
+        offset = int(self.time_range[0] / (self.video.time_base or self.time_base))
         with contextlib.suppress(av.FFmpegError):
             self.input.seek(offset, stream=self.video, backward=True, any_frame=False)
 
@@ -157,49 +163,64 @@ class _Job:
         self.video.thread_type = "AUTO"  # frame + slice threads in the decoder
         self.video.codec_context.thread_count = 0
         streams = [self.video, *(self.input.streams[index] for index in self.output.copied)]
-        ring = self.transfer.input_ring
         self._seek_to_start()
-        last_pts: int | None = None
-        warned_resize = False
+        state = {"last_pts": None, "warned_resize": False}
         try:
             for packet in self.input.demux(streams):
                 if packet.stream.index != self.video.index:
                     self._forward_packet(packet)
                     continue
-                for frame in self._decode(packet):
-                    if frame.is_corrupt:
-                        self._note_concealed(frame)
-                    pts = frame.pts
-                    if pts is None:
-                        pts = 0 if last_pts is None else last_pts + self.default_step
-                    elif last_pts is not None and pts <= last_pts:
-                        log.warning("%s: frame timestamps go backwards at %s; shifting by one tick",
-                                    self.source, pts)
-                        pts = last_pts + 1
-                    inside = self._in_range(pts)
-                    if inside is None:
+                for frame in self._deinterlaced(self._decode(packet)):
+                    if not self._take(frame, state):
                         return
-                    if not inside:
-                        continue
-                    last_pts = pts
-                    alpha = self._alpha_of(frame) if self.source_alpha else None
-                    if (frame.width, frame.height, frame.format.name) != (
-                            self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt) \
-                            and not self._planes_fit(frame):
-                        if (frame.width, frame.height) != (self.in_layout.width, self.in_layout.height) \
-                                and not warned_resize:
-                            log.warning("%s: the frame size changes mid-stream; scaling frames to %dx%d",
-                                        self.source, self.in_layout.width, self.in_layout.height)
-                            warned_resize = True
-                        frame = frame.reformat(width=self.in_layout.width, height=self.in_layout.height,
-                                               format=self.in_layout.pix_fmt)
-                    slot = ring.acquire()
-                    copy_frame_into(frame, self.in_layout, ring.arrays[slot])
-                    self.decoded.put((slot, _FrameMeta(pts, frame.duration or self.default_step, alpha)))
+            for frame in self._deinterlaced(None):  # the frames the deinterlacer still holds
+                if not self._take(frame, state):
+                    return
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"{self.source}: read error ({exc}); the file may be truncated or damaged") from None
         finally:
             self._finish_decoding()
+
+    def _take(self, frame: av.VideoFrame, state: dict) -> bool:
+        """Put one decoded frame into the ring for the model; False when the time range is over."""
+        ring = self.transfer.input_ring
+        if frame.is_corrupt:
+            self._note_concealed(frame)
+        last_pts = state["last_pts"]
+        pts = frame.pts
+        if pts is None:
+            pts = 0 if last_pts is None else last_pts + self.default_step
+        elif last_pts is not None and pts <= last_pts:
+            log.warning("%s: frame timestamps go backwards at %s; shifting by one tick", self.source, pts)
+            pts = last_pts + 1
+        inside = self._in_range(pts)
+        if inside is None:
+            return False
+        if not inside:
+            return True
+        state["last_pts"] = pts
+        alpha = self._alpha_of(frame) if self.source_alpha else None
+        if (frame.width, frame.height, frame.format.name) != (
+                self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt) and not self._planes_fit(frame):
+            if (frame.width, frame.height) != (self.in_layout.width, self.in_layout.height) \
+                    and not state["warned_resize"]:
+                log.warning("%s: the frame size changes mid-stream; scaling frames to %dx%d",
+                            self.source, self.in_layout.width, self.in_layout.height)
+                state["warned_resize"] = True
+            frame = frame.reformat(width=self.in_layout.width, height=self.in_layout.height,
+                                   format=self.in_layout.pix_fmt)
+        slot = ring.acquire()
+        copy_frame_into(frame, self.in_layout, ring.arrays[slot])
+        self.decoded.put((slot, _FrameMeta(pts, frame.duration or self.default_step, alpha)))
+        return True
+
+    def _deinterlaced(self, frames: list[av.VideoFrame] | None) -> list[av.VideoFrame]:
+        """``frames`` through the deinterlacer, if there is one (None: flush it)."""
+        if frames is None:
+            return self.fields.flush()
+        for frame in frames:
+            self.side_data_watch.check(frame)
+        return [out for frame in frames for out in self.fields.push(frame)]
 
     def _finish_decoding(self) -> None:
         with contextlib.suppress(Stopped):
@@ -235,7 +256,7 @@ class _Job:
             # timestamp, so nothing after it shifts. Counted and reported at the end.
             self.decode_errors += 1
             if self.decode_errors <= MAX_DECODE_WARNINGS:
-                seconds = float(packet.pts * self.time_base) if packet.pts is not None else float("nan")
+                seconds = float(packet.pts * packet.time_base) if packet.pts is not None else float("nan")
                 log.warning("%s: skipping a damaged video packet at %.3f s (%s)", self.source, seconds, exc)
             return []
 
@@ -362,6 +383,7 @@ def upscale_video(
     copy_streams: bool = True,
     overwrite: bool = False,
     output_format: str | None = None,
+    deinterlace: str = "frame",
 ) -> VideoResult:
     """Upscale the video of ``input_path`` into ``output_path``, keeping everything else in the file.
 
@@ -374,6 +396,8 @@ def upscale_video(
         overwrite: replace an existing ``output_path``.
         output_format: ``mkv``, ``nut`` or ``mpegts``; required when ``output_path`` is ``-`` (standard
             output, streamed as it is encoded; see ``video/pipes.py``). ``input_path`` may be ``-`` too.
+        deinterlace: interlaced input is deinterlaced with bwdif, ``"frame"`` (one frame per frame) or
+            ``"field"`` (one frame per field); see ``video/interlace.py``.
 
     Raises:
         InputError: the input cannot be read or has no usable video.
@@ -387,14 +411,16 @@ def upscale_video(
     if is_pipe(input_path) or is_pipe(output_path):
         return _upscale_through_pipes(input_path, output_path, upscaler, encode or EncodeOptions(),
                                       batch_size=batch_size, progress=progress, time_range=time_range,
-                                      copy_streams=copy_streams, overwrite=overwrite, output_format=output_format)
+                                      copy_streams=copy_streams, overwrite=overwrite, output_format=output_format,
+                                      deinterlace=deinterlace)
     source = Path(input_path)
     target = check_output_path(source, output_path, overwrite=overwrite)
     started = time.perf_counter()
     with contextlib.closing(open_input(source)) as container, atomic_output(target, overwrite=overwrite) as temporary:
         job = _Job(source, target, temporary, container, upscaler, encode or EncodeOptions(),
                    batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams,
-                   output_format=PIPE_FORMATS.get(output_format) if output_format else None)
+                   output_format=PIPE_FORMATS.get(output_format) if output_format else None,
+                   deinterlace=deinterlace)
         try:
             job.run()
         except BaseException:
@@ -417,7 +443,7 @@ def _report_damage(job: _Job, source: Path) -> None:
 def _upscale_through_pipes(input_path: str | Path, output_path: str | Path, upscaler: Upscaler,
                            encode: EncodeOptions, *, batch_size: int, progress: Callable[[int], None] | None,
                            time_range: tuple[float, float] | None, copy_streams: bool, overwrite: bool,
-                           output_format: str | None) -> VideoResult:
+                           output_format: str | None, deinterlace: str) -> VideoResult:
     """``upscale_video`` with standard input and/or output: no atomic publish for a pipe (see video/pipes.py)."""
     to_stdout = is_pipe(output_path)
     source = STDIN_NAME if is_pipe(input_path) else Path(input_path)
@@ -432,7 +458,8 @@ def _upscale_through_pipes(input_path: str | Path, output_path: str | Path, upsc
         if not to_stdout:
             destination = stack.enter_context(atomic_output(target, overwrite=overwrite))
         job = _Job(source, target, destination, container, upscaler, encode, batch_size=batch_size,
-                   progress=progress, time_range=time_range, copy_streams=copy_streams, output_format=muxer)
+                   progress=progress, time_range=time_range, copy_streams=copy_streams, output_format=muxer,
+                   deinterlace=deinterlace)
         try:
             job.run()
         except BaseException:
