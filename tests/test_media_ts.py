@@ -107,3 +107,18 @@ def test_cli_transport_stream_to_transport_stream(tmp_path: Path, tiny_model_fac
     refused = run_cli(source, tmp_path / "bad.ts", "--weights", weights, "--codec", "prores_ks")
     assert refused.returncode == ExitCode.USAGE
     assert "bad.ts: a mpegts file cannot hold prores_ks video" in refused.stderr
+
+
+def test_program_number_and_service_are_kept(tmp_path: Path, upscaler: Upscaler) -> None:
+    source = make_ts(tmp_path / "service.ts", extra=(
+        "-metadata", "service_name=Channel Four", "-metadata", "service_provider=Broadcaster",
+        "-mpegts_service_id", "7", "-mpegts_pmt_start_pid", "0x200", "-mpegts_transport_stream_id", "5"))
+    target = tmp_path / "out.ts"
+    upscale_video(source, target, upscaler)
+
+    def program(path: Path) -> tuple:
+        (found,) = ffprobe_json(path, "-show_programs")["programs"]
+        return (found["program_id"], found["pmt_pid"], found["tags"]["service_name"],
+                found["tags"]["service_provider"], sorted(s["id"] for s in found["streams"]))
+
+    assert program(target) == program(source) == (7, 0x200, "Channel Four", "Broadcaster", ["0x150", "0x151"])

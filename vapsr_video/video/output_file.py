@@ -21,6 +21,7 @@ from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_v
 from vapsr_video.video.filters import FrameFilter, palette_filter
 from vapsr_video.video.side_data import StaticHdr, add_hdr_options
 from vapsr_video.video.streams import copy_container_metadata, copy_other_streams, copy_video_stream_properties
+from vapsr_video.video.transport_stream import muxer_settings, read_transport_stream_info
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -104,10 +105,23 @@ class OutputFile:
                 copied = copy_other_streams(source, self.container, video.index)
                 self.copied, self.dropped_streams = copied.by_input_index, copied.dropped
                 copy_container_metadata(source, self.container)
+                self._keep_transport_stream_program(source)
             self._start_encoding()
         except BaseException:
             self.abandon()
             raise
+
+    def _keep_transport_stream_program(self, source: av.container.InputContainer) -> None:
+        """TS to TS: the program number, PMT PID, stream ids and service name/provider of the input."""
+        if self.container.format.name != "mpegts" or source.format.name != "mpegts" \
+                or not Path(source.name).is_file():
+            return
+        info = read_transport_stream_info(source.name)
+        if info is None:
+            return
+        options, metadata = muxer_settings(info, source.name)
+        self.container.options.update(options)
+        self.container.metadata.update(metadata)
 
     def _start_encoding(self) -> None:
         try:
