@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from video_helpers import ffmpeg, frame_times, nearest_neighbour_vapsr, needs_ffmpeg, rgb_frames, streams
+from video_helpers import FFMPEG, ffmpeg, frame_times, nearest_neighbour_vapsr, needs_ffmpeg, rgb_frames, streams
 
 from vapsr_video.errors import UsageError
 from vapsr_video.inference.upscaler import Upscaler
@@ -83,3 +84,30 @@ def test_an_unknown_mode_is_a_usage_error(tmp_path: Path, tff_clip: Path, upscal
     with pytest.raises(UsageError, match="--deinterlace 'weave'"):
         upscale_video(tff_clip, tmp_path / "out.mkv", upscaler, deinterlace="weave")
     assert not (tmp_path / "out.mkv").exists()
+
+
+def fields_of(path: Path, width: int, height: int) -> np.ndarray:
+    """Every field of the video, in display order, area-scaled to ``width`` x ``height``, as float RGB."""
+    command = [FFMPEG or "ffmpeg", "-v", "error", "-i", str(path), "-vf",
+               f"separatefields,scale={width}:{height}:flags=area", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-"]
+    raw = subprocess.run(command, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype="<u2").reshape(-1, height, width, 3).astype(np.float32) / 65535.0
+
+
+@pytest.mark.parametrize("order, tag", [("tff", "tt"), ("bff", "bb")])
+def test_keep_upscales_each_field_and_weaves_them_back(tmp_path: Path, upscaler: Upscaler, order: str, tag: str,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / f"{order}.mkv"
+    mode = "interleave_top" if order == "tff" else "interleave_bottom"
+    ffmpeg("-f", "lavfi", "-i", MOVING_BAR, "-vf", f"tinterlace={mode},setfield={order}", "-c:v", "libx264",
+           "-flags", "+ildct+ilme", "-x264opts", f"{order}=1", "-pix_fmt", "yuv420p", source)
+    target = tmp_path / "out.mkv"
+    with caplog.at_level(logging.WARNING, logger="vapsr_video"):
+        upscale_video(source, target, upscaler, deinterlace="keep")
+    assert "fields are woven back; written interlaced" in caplog.text
+    video = streams(target)[0]
+    assert (video["field_order"], video["width"], video["height"]) == (tag, 128, 96)
+    assert frame_times(target) == frame_times(source)
+    # Each output field is its input field, upscaled: nothing moved to the other field.
+    difference = np.abs(fields_of(target, 64, 24) - fields_of(source, 64, 24))
+    assert difference.mean() < 0.02

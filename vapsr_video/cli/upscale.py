@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "'-': standard output, with --format)")
     parser.add_argument("--format", choices=("mkv", "nut", "mpegts"),
                         help="output container; required when OUTPUT is '-' (a pipe)")
-    parser.add_argument("--deinterlace", choices=("frame", "field"), default="frame",
-                        help="interlaced input is deinterlaced (bwdif) to one frame per frame (default) "
-                             "or one frame per field (double rate)")
+    parser.add_argument("--deinterlace", choices=("frame", "field", "keep"), default="frame",
+                        help="interlaced input: deinterlaced (bwdif) to one frame per frame (default) or one "
+                             "frame per field (double rate); keep: upscale each field and weave them back")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (warnings still shown)")
     add_model_arguments(parser)

@@ -7,6 +7,8 @@
 
 * :func:`deinterlace_filter`: ``bwdif`` (motion-adaptive, FFmpeg's best built-in deinterlacer), one
   frame per frame or one frame per field.
+* :func:`separate_fields_filter` and :func:`weave_filter`: split woven frames into their fields and
+  weave upscaled fields back together (``--deinterlace keep``).
 
 Frames keep their timestamps through a graph: the buffer source is given the stream's time base.
 """
@@ -104,3 +106,26 @@ def deinterlace_filter(width: int, height: int, pix_fmt: str, time_base: Fractio
     if per_field:
         return FrameFilter(graph, source, sink, time_base, output_time_base=half)
     return FrameFilter(graph, source, sink, time_base, pts_divisor=2)
+
+
+def _single(name: str, arguments: str, width: int, height: int, pix_fmt: str, time_base: Fraction,
+            output_time_base: Fraction) -> FrameFilter:
+    graph = av.filter.Graph()
+    source = _buffer(graph, width, height, pix_fmt, time_base)
+    step = graph.add(name, arguments) if arguments else graph.add(name)
+    sink = graph.add("buffersink")
+    source.link_to(step)
+    step.link_to(sink)
+    graph.configure()
+    return FrameFilter(graph, source, sink, time_base, output_time_base=output_time_base)
+
+
+def separate_fields_filter(width: int, height: int, pix_fmt: str, time_base: Fraction) -> FrameFilter:
+    """Woven frames -> one half-height frame per field, in display order (timestamps in ``time_base / 2``)."""
+    return _single("separatefields", "", width, height, pix_fmt, time_base, time_base / 2)
+
+
+def weave_filter(width: int, height: int, pix_fmt: str, time_base: Fraction, *, top_first: bool) -> FrameFilter:
+    """Pairs of field frames (``time_base``) -> woven frames flagged interlaced (timestamps in ``time_base * 2``)."""
+    return _single("weave", f"first_field={'top' if top_first else 'bottom'}", width, height, pix_fmt, time_base,
+                   time_base * 2)

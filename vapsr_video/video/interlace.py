@@ -6,8 +6,10 @@ combing becomes part of the image and no player can undo it. So by default the
 fields are interpolated into whole frames (``bwdif``, motion adaptive), one per frame
 (``frame``: same frame rate and timestamps) or one per field (``field``: double
 rate, smooth motion, timestamps in half the stream's time base), and the output is
-progressive. Keeping the fields (upscaling each separately and re-weaving) is not
-offered yet.
+progressive. For deliveries that must stay interlaced, ``keep`` splits each frame
+into its two fields, upscales each field as a picture of its own, and weaves the
+upscaled fields back together (``output_file.py``); the output is flagged interlaced
+with the input's field order.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from pathlib import Path
 import av
 
 from vapsr_video.errors import UsageError
-from vapsr_video.video.filters import FrameFilter, deinterlace_filter
+from vapsr_video.video.filters import FrameFilter, deinterlace_filter, separate_fields_filter
 
 log = logging.getLogger(__name__)
 
-DEINTERLACE_MODES = ("frame", "field")
+DEINTERLACE_MODES = ("frame", "field", "keep")
 # AVFieldOrder: 0 unknown, 1 progressive, then the interlaced orders (display order first).
 FIELD_ORDERS = {2: "top field first", 3: "bottom field first", 4: "top field first", 5: "bottom field first"}
 
@@ -42,17 +44,38 @@ class Fields:
             raise UsageError(f"--deinterlace {mode!r}: choose {' or '.join(DEINTERLACE_MODES)}")
         self.source = source
         self.order = field_order(stream)
-        self.per_field = self.order is not None and mode == "field"
+        self.keep = self.order is not None and mode == "keep"
+        # Both give one picture per field: the job's clock runs at field rate, in half the time base.
+        self.per_field = self.order is not None and mode in ("field", "keep")
         self.time_base = time_base / 2 if self.per_field else time_base
         self.frame_rate = frame_rate * 2 if self.per_field and frame_rate else frame_rate
         self.filter: FrameFilter | None = None
         self.input_time_base = time_base
         self.format: tuple[int, int, str] | None = None
-        if mode == "field" and self.order is None:
-            log.debug("%s: --deinterlace field: the stream does not say it is interlaced", source)
+        if mode != "frame" and self.order is None:
+            log.debug("%s: --deinterlace %s: the stream does not say it is interlaced", source, mode)
+
+    def picture_height(self, height: int) -> int:
+        """The height of the pictures the model sees: a field's when fields are kept."""
+        if not self.keep:
+            return height
+        if height % 4:
+            raise UsageError(f"{self.source}: --deinterlace keep needs a frame height divisible by 4 "
+                             f"(two fields of whole chroma lines), not {height}")
+        return height // 2
+
+    @property
+    def weave_top_first(self) -> bool | None:
+        """For ``keep``: whether the top field comes first when the output is woven; else None."""
+        return None if not self.keep else self.order == "top field first"
 
     def _start(self, frame: av.VideoFrame) -> None:
         self.format = (frame.width, frame.height, frame.format.name)
+        if self.keep:
+            self.filter = separate_fields_filter(frame.width, frame.height, frame.format.name, self.input_time_base)
+            log.warning("%s: interlaced video (%s): each field is upscaled on its own and the fields are woven "
+                        "back; written interlaced (%s)", self.source, self.order, self.order)
+            return
         self.filter = deinterlace_filter(frame.width, frame.height, frame.format.name, self.input_time_base,
                                          per_field=self.per_field, all_frames=self.order is not None)
         if self.order is not None:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+from collections import deque
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.context import Flags
 
 from vapsr_video.errors import OutputError, UsageError, VapsrError
 from vapsr_video.video.colour import ColourSpec, PlaneLayout, attach_alpha, default_matrix, plane_layout
 from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
-from vapsr_video.video.filters import FrameFilter, palette_filter
+from vapsr_video.video.filters import FrameFilter, palette_filter, weave_filter
 from vapsr_video.video.side_data import StaticHdr, add_hdr_options
 from vapsr_video.video.streams import copy_container_metadata, copy_other_streams, copy_video_stream_properties
 from vapsr_video.video.transport_stream import muxer_settings, read_transport_stream_info
@@ -57,6 +59,8 @@ class OutputFile:
         self.dropped_streams: list[str] = []
         self.keeps_alpha = False  # the source's alpha plane is written (known after set_up)
         self.palette: FrameFilter | None = None  # GIF: truecolour -> palette frames
+        self.weave: FrameFilter | None = None  # --deinterlace keep: upscaled fields -> interlaced frames
+        self.field_times: deque[int] = deque()
         try:
             self.container = av.open(str(temporary), "w", format=format_name)
         except ValueError:
@@ -68,11 +72,14 @@ class OutputFile:
     def set_up(self, source: av.container.InputContainer, video: av.video.stream.VideoStream,
                in_layout: PlaneLayout, in_colour: ColourSpec, encode: EncodeOptions, *, scale: int,
                time_base: Fraction, frame_rate: Fraction | None, copy_streams: bool, alpha: bool = False,
-               hdr: StaticHdr | None = None, source_name: Path | None = None) -> None:
+               hdr: StaticHdr | None = None, source_name: Path | None = None,
+               weave_top_first: bool | None = None) -> None:
         """Add the video stream (``scale`` times the input's size) and, if asked, the other streams; start.
 
         ``alpha``: the source has an alpha plane; :attr:`keeps_alpha` says whether the output stores it.
         ``hdr``: the source's HDR10 static metadata, handed to the encoder where it can write it.
+        ``weave_top_first``: the pictures are fields (``time_base`` at field rate) to be woven into
+        interlaced frames, top or bottom field first; None: progressive pictures.
         On failure the container is closed before the error propagates.
         """
         try:
@@ -90,9 +97,14 @@ class OutputFile:
             self.colour = output_colour(in_colour, in_layout, self.layout)
             self.encoder_name = choice.codec
             self.video = self.container.add_stream(choice.codec)
-            configure_video_stream(self.video, choice, width=self.layout.width, height=self.layout.height,
-                                   time_base=time_base, frame_rate=frame_rate,
+            woven = weave_top_first is not None
+            configure_video_stream(self.video, choice, width=self.layout.width,
+                                   height=self.layout.height * (2 if woven else 1),
+                                   time_base=time_base * 2 if woven else time_base,
+                                   frame_rate=frame_rate / 2 if woven and frame_rate else frame_rate,
                                    sample_aspect_ratio=context.sample_aspect_ratio, colour=self.colour)
+            if woven:
+                self._set_up_weave(bool(weave_top_first), time_base)
             if choice.palette:
                 self.palette = palette_filter(self.layout.width, self.layout.height, self.layout.pix_fmt, time_base)
             copy_video_stream_properties(video, self.video)
@@ -110,6 +122,29 @@ class OutputFile:
         except BaseException:
             self.abandon()
             raise
+
+    def _set_up_weave(self, top_first: bool, field_time_base: Fraction) -> None:
+        assert self.layout is not None
+        self.weave = weave_filter(self.layout.width, self.layout.height, self.layout.pix_fmt, field_time_base,
+                                  top_first=top_first)
+        context = self.video.codec_context
+        context.field_order = 2 if top_first else 3  # AVFieldOrder TT / BB
+        # Interlaced coding tools, for the encoders that have them (x264, MPEG-2); others ignore the flags.
+        context.flags = int(context.flags) | int(Flags.interlaced_dct) | int(Flags.interlaced_me)
+
+    def _woven(self, field: av.VideoFrame | None) -> list[av.VideoFrame]:
+        # weave stamps a frame with its second field's time; a frame starts with its first field.
+        assert self.weave is not None
+        if field is not None:
+            self.field_times.append(field.pts)
+        frames = self.weave.push(field)
+        for frame in frames:
+            first = self.field_times.popleft() if self.field_times else None
+            if self.field_times:
+                self.field_times.popleft()
+            if first is not None:
+                frame.pts = first // 2
+        return frames
 
     def _keep_transport_stream_program(self, source: av.container.InputContainer) -> None:
         """TS to TS: the program number, PMT PID, stream ids and service name/provider of the input."""
@@ -141,18 +176,24 @@ class OutputFile:
         try:
             if frame is None:
                 packets = []
+                for woven in self._woven(None) if self.weave is not None else []:
+                    packets += self._encode_one(woven)
                 if self.palette is not None:
                     for ready in self.palette.push(None):
                         packets += self._encode_palette_frame(ready)
                 return packets + self.video.encode(None)
             frame = self._for_encoder(frame, alpha)
-            if self.palette is not None:
-                return [packet for ready in self.palette.push(frame) for packet in self._encode_palette_frame(ready)]
-            return self.video.encode(frame)
+            frames = self._woven(frame) if self.weave is not None else [frame]
+            return [packet for one in frames for packet in self._encode_one(one)]
         except (av.FFmpegError, ValueError) as exc:
             if is_disk_full(exc):
                 raise
             raise OutputError(f"{self.target}: the {self.encoder_name} encoder failed ({exc})") from None
+
+    def _encode_one(self, frame: av.VideoFrame) -> list[av.Packet]:
+        if self.palette is not None:
+            return [packet for ready in self.palette.push(frame) for packet in self._encode_palette_frame(ready)]
+        return self.video.encode(frame)
 
     def _encode_palette_frame(self, frame: av.VideoFrame) -> list[av.Packet]:
         # The GIF encoder gives its packets no duration, and the muxer then guesses the last frame's delay;

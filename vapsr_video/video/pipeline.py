@@ -120,18 +120,18 @@ class _Job:
         if decoded_fmt != info.pix_fmt and alpha_twin(decoded_fmt) != info.pix_fmt:
             # (yuva420p -> yuv420p is no conversion: the picture planes are read as they are.)
             log.warning("%s: pixel format %s is converted to %s on the CPU", source, info.pix_fmt, decoded_fmt)
-        self.in_layout = plane_layout(decoded_fmt, info.width, info.height)
-        self.in_colour = colour_spec(self.video.codec_context, decoded_fmt)
         self.time_base = self.video.time_base or Fraction(1, 90000)
         rate = self.video.average_rate or self.video.guessed_rate
         self.fields = Fields(source, self.video, deinterlace, self.time_base, rate)
         self.time_base, rate = self.fields.time_base, self.fields.frame_rate
+        self.in_layout = plane_layout(decoded_fmt, info.width, self.fields.picture_height(info.height))
+        self.in_colour = colour_spec(self.video.codec_context, decoded_fmt)
         self.default_step = max(1, round(1 / (rate * self.time_base))) if rate else 1
 
         self.output = OutputFile(temporary, target, output_format)
         self.output.set_up(container, self.video, self.in_layout, self.in_colour, encode, scale=upscaler.scale,
                            time_base=self.time_base, frame_rate=rate, copy_streams=copy_streams,
-                           alpha=self.source_alpha, source_name=source,
+                           alpha=self.source_alpha, source_name=source, weave_top_first=self.fields.weave_top_first,
                            hdr=read_static_hdr(self.video, None if source == STDIN_NAME else source))
         self.side_data_watch = FrameSideDataWatch(source)
         assert self.output.layout is not None and self.output.colour is not None
