@@ -1,8 +1,10 @@
-"""Issue #11 item 5: HDR10 mastering display and content light level metadata from input to output."""
+"""Issue #11 item 5: HDR10 mastering display and content light level metadata from input to output;
+closed captions in the video bitstream, which cannot be carried, named at run time."""
 
 from __future__ import annotations
 
 import logging
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -90,3 +92,34 @@ def test_the_users_own_x265_values_win() -> None:
     params = options["x265-params"].split(":")
     assert "max-cll=500,100" in params and "max-cll=1000,400" not in params
     assert "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)" in params
+
+
+def with_a53_captions(annex_b: bytes) -> bytes:
+    """An H.264 stream with an ATSC A/53 caption SEI (two CEA-608 byte pairs) before every picture, as a
+    broadcast encoder writes it (ITU-T T.35, country 0xB5, provider 0x0031, "GA94", cc_data)."""
+    cc_data = bytes([0x03, 0x40 | 2, 0xFF, 0xFC, 0x94, 0x2C, 0xFC, 0x94, 0x2C, 0xFF])
+    payload = bytes([0xB5, 0x00, 0x31]) + b"GA94" + cc_data
+    sei = b"\x00\x00\x00\x01\x06" + bytes([4, len(payload)]) + payload + b"\x80"
+    parts = re.split(b"(\x00\x00\x00\x01|\x00\x00\x01)", annex_b)
+    out = bytearray(parts[0])
+    for start_code, nal in zip(parts[1::2], parts[2::2], strict=True):
+        if nal and nal[0] & 0x1F in (1, 5):  # a coded slice: the picture starts here
+            out += sei
+        out += start_code + nal
+    return bytes(out)
+
+
+def test_closed_captions_are_named_at_run_time(tmp_path: Path, upscaler: Upscaler,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    plain = tmp_path / "plain.h264"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x48:r=25:d=0.2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-f", "h264", plain)
+    captioned = tmp_path / "captioned.h264"
+    captioned.write_bytes(with_a53_captions(plain.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="vapsr_video"):
+        upscale_video(captioned, tmp_path / "out.mkv", upscaler)  # a raw H.264 elementary stream
+    assert caplog.text.count("closed captions (ATSC A/53, CEA-608/708); they are not carried") == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vapsr_video"):
+        upscale_video(plain, tmp_path / "plain-x2.mkv", upscaler)
+    assert "captions" not in caplog.text
