@@ -27,6 +27,8 @@ from av.sidedata.sidedata import Type
 
 log = logging.getLogger(__name__)
 
+HDR_TRANSFERS = frozenset({16, 18})  # AVColorTransferCharacteristic: SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
+
 
 @dataclass(frozen=True)
 class MasteringDisplay:
@@ -83,8 +85,8 @@ def read_static_hdr(stream: av.video.stream.VideoStream, path: Path | None) -> S
     light = coded.get("content_light_level")
     found = StaticHdr(parse_mastering_display(bytes(mastering)) if mastering else None,
                       parse_light_level(bytes(light)) if light else None)
-    if found or path is None:
-        return found
+    if found or path is None or stream.codec_context.color_trc not in HDR_TRANSFERS:
+        return found  # (the first-frame pass is only worth it for PQ / HLG video)
     with contextlib.suppress(av.FFmpegError, OSError, StopIteration), av.open(str(path)) as container:
         frame = next(container.decode(container.streams[stream.index]))
         data = frame.side_data
