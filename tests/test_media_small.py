@@ -63,3 +63,14 @@ def test_tiles_made_mostly_of_overlap_are_announced(tiny_model_factory: Callable
         Upscaler(model=tiny_model_factory(scale=2), device="cpu", tile=256, tile_overlap=40)
         Upscaler(model=tiny_model_factory(scale=2), device="cpu", tile=0, tile_overlap=40)
     assert caplog.text == ""
+
+
+def test_an_estimated_progress_total_ends_at_100_percent() -> None:
+    from vapsr_video.cli.upscale import _LazyBar
+
+    bar = _LazyBar(total=21, name="clip.mkv", quiet=False)  # the estimate said 21; the file had 20
+    for _ in range(5):
+        bar.update(4)
+    bar.finished()
+    assert bar.bar is not None and bar.bar.n == bar.bar.total == 20
+    bar.close()
