@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from video_helpers import FFMPEG, ffprobe_json, frame_times, needs_ffmpeg, stream_md5, streams
+from video_helpers import FFMPEG, default_sigint, ffprobe_json, frame_times, needs_ffmpeg, stream_md5, streams
 
 from vapsr_video.errors import ExitCode
 from vapsr_video.model.weights import save_weights
@@ -81,3 +82,22 @@ def test_garbage_on_standard_input_is_refused(tiny_weights: Path) -> None:
     assert result.returncode == ExitCode.BAD_INPUT and result.stdout == b""
     message = result.stderr.decode().strip()
     assert "\n" not in message and "standard input: not a media stream" in message
+
+
+def test_a_failure_cuts_the_stream_and_exits_non_zero(tmp_path: Path, tiny_weights: Path) -> None:
+    # Policy: standard output streams as it goes; a failure (here Ctrl-C) cuts it where it stands.
+    source = tmp_path / "long.mkv"
+    subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48:r=25",
+                    "-frames:v", "3000", "-c:v", "libx264", "-preset", "ultrafast", str(source)], check=True)
+    process = subprocess.Popen(vapsr(source, "-", "--format", "nut", "--weights", tiny_weights, "--quiet"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint)
+    assert process.stdout is not None
+    received = process.stdout.read(4096)  # the stream has started
+    assert received
+    process.send_signal(signal.SIGINT)
+    rest, errors = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.INTERRUPTED
+    assert "interrupted" in errors.decode() and "Traceback" not in errors.decode()
+    cut = tmp_path / "cut.nut"
+    cut.write_bytes(received + rest)
+    assert 0 < len(frame_times(cut)) < 3000  # what was sent is readable; the rest never came
