@@ -160,7 +160,7 @@ def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None, *,
         # profiles that many players cannot play; 4:2:0 at the source's depth is what plays everywhere.
         playable = "yuv420p" if depth <= 8 else "yuv420p10le"
         if playable in usable:
-            log.warning("%s is an RGB format; writing %s so that common players can play it "
+            log.warning("the video is RGB (%s); writing %s so that common players can play it "
                         "(--pix-fmt yuv444p keeps full colour resolution)", source_fmt, playable)
             return playable
     if not offered or source in usable:
