@@ -232,7 +232,7 @@ def test_progress_counts_every_frame_and_batches_do_not_change_the_result(
 @pytest.mark.parametrize("codec, pix_fmt, suffix", [
     ("ffv1", "bgr0", ".mkv"),  # packed RGB: converted once to planar gbrp on the CPU
     ("libx264", "gray", ".mkv"),
-    ("ffv1", "yuva420p", ".mkv"),  # alpha: dropped with a warning
+    ("ffv1", "yuva420p", ".mkv"),  # alpha: kept beside the picture (tests/test_media_alpha.py)
 ])
 def test_other_pixel_formats(tmp_path: Path, nearest_upscaler: Upscaler, codec: str, pix_fmt: str,
                              suffix: str) -> None:

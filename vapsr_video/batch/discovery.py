@@ -33,7 +33,7 @@ VIDEO_EXTENSIONS = frozenset({
     ".flv", ".3gp", ".ogv", ".mxf", ".vob", ".dv", ".y4m", ".nut",
 })
 # Containers the output can be written in while keeping the input's extension.
-WRITABLE_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".webm", ".nut"})
+WRITABLE_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".webm", ".nut", ".ts", ".m2ts", ".mts"})
 DEFAULT_OUTPUT_EXTENSION = ".mkv"  # holds any stream an unusual source carries
 
 

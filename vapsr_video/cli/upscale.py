@@ -37,8 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 unexpected failure, 2 bad arguments, 3 unusable input, "
                "4 output cannot be written, 5 unusable weights, 130 interrupted.",
     )
-    parser.add_argument("input", help="video or image to upscale")
-    parser.add_argument("output", help="where to write the result (format from the extension)")
+    parser.add_argument("input", help="video or image to upscale ('-': standard input)")
+    parser.add_argument("output", help="where to write the result (format from the extension; "
+                                       "'-': standard output, with --format)")
+    parser.add_argument("--format", choices=("mkv", "nut", "mpegts"),
+                        help="output container; required when OUTPUT is '-' (a pipe)")
+    parser.add_argument("--deinterlace", choices=("frame", "field", "keep"), default="frame",
+                        help="interlaced input: deinterlaced (bwdif) to one frame per frame (default) or one "
+                             "frame per field (double rate); keep: upscale each field and weave them back")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (warnings still shown)")
     add_model_arguments(parser)
@@ -86,8 +92,18 @@ def main(argv: Sequence[str]) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {args.batch_size}")
-    check_output_path(args.input, args.output, overwrite=args.overwrite)
+    from vapsr_video.video.pipes import is_pipe, pipe_muxer
+
+    if is_pipe(args.output):
+        pipe_muxer(args.format)  # refuses a missing or unstreamable --format before any work
+    if is_pipe(args.input):
+        # A pipe can be read once: no separate probe; the pipeline reads and checks the stream itself.
+        return _upscale_video(args, None)
+    if not is_pipe(args.output):
+        check_output_path(args.input, args.output, overwrite=args.overwrite)
     info = probe_video(args.input)
+    if info.is_image and is_pipe(args.output):
+        raise UsageError(f"{args.input}: a still image cannot be written to standard output; give a file name")
     if info.is_image:
         from vapsr_video.imaging.image_files import upscale_image_file
 
@@ -121,20 +137,29 @@ class _LazyBar:
                             desc=self.name, file=sys.stderr, leave=False)
         self.bar.update(frames)
 
+    def finished(self) -> None:
+        """The job is done: an estimated total that was off by a frame or two ends at 100 %, not 95 %."""
+        if self.bar is not None and self.bar.total != self.bar.n:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def _upscale_video(args: argparse.Namespace, info: VideoInfo) -> int:
+def _upscale_video(args: argparse.Namespace, info: VideoInfo | None) -> int:
     from vapsr_video.video.pipeline import upscale_video
+    from vapsr_video.video.pipes import is_pipe
 
     encode = encode_options_from_arguments(args)
     upscaler = model_options_from_arguments(args).build()
-    bar = _LazyBar(info.frames, Path(args.input).name, args.quiet)
+    bar = _LazyBar(info.frames if info else 0, "stdin" if info is None else Path(args.input).name, args.quiet)
     try:
         result = upscale_video(args.input, args.output, upscaler, encode, batch_size=args.batch_size,
-                               progress=bar.update, overwrite=args.overwrite)
+                               progress=bar.update, overwrite=args.overwrite, output_format=args.format,
+                               deinterlace=args.deinterlace)
+        bar.finished()
     finally:
         bar.close()
     if result.nonfinite_pixels:
@@ -147,6 +172,8 @@ def _upscale_video(args: argparse.Namespace, info: VideoInfo) -> int:
             notes += f", {result.decode_errors} damaged packet(s) skipped"
         if result.dropped_streams:
             notes += f", {len(result.dropped_streams)} stream(s) left out"
+        # With the video on standard output, the summary goes to stderr: stdout carries only the stream.
+        size = "streamed" if is_pipe(args.output) else human_size(result.output_bytes)
         print(f"{args.input} -> {args.output}: {result.frames} frames in {result.seconds:.1f} s "
-              f"({fps:.2f} fps), {human_size(result.output_bytes)}{notes}")
+              f"({fps:.2f} fps), {size}{notes}", file=sys.stderr if is_pipe(args.output) else sys.stdout)
     return 0

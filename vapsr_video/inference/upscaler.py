@@ -29,6 +29,21 @@ __all__ = ["DEFAULT_OVERLAP", "MIN_TILE", "Upscaler"]
 DEFAULT_OVERLAP = DEFAULT_TILE_OVERLAP
 
 
+def tiling_cost(tile: int, overlap: int) -> float:
+    """How many pixels tiled inference computes per output pixel (1.0: untiled; edges ignored)."""
+    return ((tile + 2 * overlap) / tile) ** 2 if tile else 1.0
+
+
+def _warn_if_overlap_dominates(tile: int, overlap: int) -> None:
+    # Each tile is computed with ``overlap`` pixels of context on every side; once that context is as wide
+    # as the tile itself the model does four times the work or more, which looks like a hang, not a choice.
+    cost = tiling_cost(tile, overlap)
+    if cost >= 4.0:
+        log.warning("tile overlap %d around %d-pixel tiles computes about %.0fx the pixels of untiled "
+                    "inference; use --tile of at least %d or a smaller --tile-overlap",
+                    overlap, tile, cost, 4 * overlap)
+
+
 class Upscaler:
     """Upscale batches of RGB frames, float in [0, 1], shaped (N, 3, H, W).
 
@@ -77,6 +92,7 @@ class Upscaler:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.recover_from_oom = self.device.type == "cuda" if recover_from_oom is None else recover_from_oom
+        _warn_if_overlap_dominates(tile, tile_overlap)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, self.dtype, memory_format=memory_format).eval().requires_grad_(False)
         self.engine = make_engine(engine, self.model, self.device)

@@ -440,3 +440,79 @@ def rgb_to_yuv(rgb: torch.Tensor, layout: PlaneLayout, spec: ColourSpec) -> torc
     chroma = _downsample_chroma(chroma, layout, spec.chroma_location) * c_scale + c_offset
     codes = torch.cat([luma_codes, _quantize(chroma[:, 0], layout), _quantize(chroma[:, 1], layout)], dim=1)
     return _to_transport(codes, layout)
+
+
+# ----------------------------------------------------------------------------- alpha planes
+# The picture goes through the model; the alpha plane (transparency) does not: it is resized on the
+# CPU with a plain bicubic resampler and stored beside the upscaled picture where the codec allows.
+
+
+def has_alpha(pix_fmt: str) -> bool:
+    """Whether frames of ``pix_fmt`` carry an alpha (transparency) component."""
+    try:
+        return any(component.is_alpha for component in av.VideoFormat(pix_fmt, 16, 16).components)
+    except (ValueError, av.FFmpegError):
+        return False
+
+
+def alpha_twin(pix_fmt: str) -> str | None:
+    """The planar format that is ``pix_fmt`` (native, without alpha) plus an alpha plane, if FFmpeg has one.
+
+    ``yuv420p`` -> ``yuva420p``, ``yuv444p10le`` -> ``yuva444p10le``, ``gbrp`` -> ``gbrap``; grey has none.
+    """
+    match = _NATIVE.match(pix_fmt)
+    if not match or match["family"] == "gray":
+        return None
+    twin = "gbrap" + pix_fmt[4:] if match["family"] == "gbrp" else "yuva" + pix_fmt[3:]
+    try:
+        av.VideoFormat(twin, 16, 16)
+    except (ValueError, av.FFmpegError):
+        return None
+    return twin
+
+
+def _alpha_bits(pix_fmt: str) -> int:
+    return next(c.bits for c in av.VideoFormat(pix_fmt, 16, 16).components if c.is_alpha)
+
+
+def alpha_plane(frame: av.VideoFrame) -> tuple[np.ndarray, int]:
+    """A copy of the frame's alpha samples (rows x columns) and their bit depth."""
+    name = frame.format.name
+    if not name.startswith(("yuva", "gbrap")):  # packed (rgba, bgra, ya8, pal8, ...): make it planar first
+        deep = _alpha_bits(name) > 8 if has_alpha(name) else False
+        frame = frame.reformat(format="gbrap16le" if deep else "gbrap")
+        name = frame.format.name
+    bits = _alpha_bits(name)
+    dtype = np.dtype(np.uint8 if bits <= 8 else np.uint16)
+    plane = frame.planes[-1]
+    rows = np.frombuffer(plane, dtype=dtype).reshape(-1, plane.line_size // dtype.itemsize)
+    return rows[:frame.height, :frame.width].copy(), bits
+
+
+def is_opaque(alpha: np.ndarray, bits: int) -> bool:
+    return bool(alpha.min() == (1 << bits) - 1)
+
+
+def resize_alpha(alpha: np.ndarray, bits: int, width: int, height: int, out_bits: int) -> np.ndarray:
+    """``alpha`` resized to ``width`` x ``height`` (bicubic, PyTorch ``align_corners=False``, clamped),
+    rescaled from ``bits`` to ``out_bits`` per sample."""
+    values = torch.from_numpy(alpha.astype(np.float32))[None, None] / ((1 << bits) - 1)
+    resized = torch.nn.functional.interpolate(values, size=(height, width), mode="bicubic", align_corners=False)
+    codes = (resized[0, 0].clamp_(0.0, 1.0) * ((1 << out_bits) - 1)).round_()
+    return codes.numpy().astype(np.uint8 if out_bits <= 8 else np.uint16)
+
+
+def attach_alpha(frame: av.VideoFrame, layout: PlaneLayout, alpha: np.ndarray, alpha_bits: int) -> av.VideoFrame:
+    """A new frame in :func:`alpha_twin` of ``layout``: ``frame``'s planes and ``alpha`` (any size and depth,
+    resized to the frame)."""
+    twin = alpha_twin(layout.pix_fmt)
+    if twin is None:
+        raise ValueError(f"{layout.pix_fmt} has no planar format with alpha")
+    combined = av.VideoFrame(layout.width, layout.height, twin)
+    for source, target in zip(planes_of(frame, layout), planes_of(combined, layout), strict=True):
+        np.copyto(target, source)
+    sized = resize_alpha(alpha, alpha_bits, layout.width, layout.height, layout.bit_depth)
+    plane = combined.planes[-1]
+    rows = np.frombuffer(plane, dtype=layout.numpy_dtype).reshape(-1, plane.line_size // layout.numpy_dtype.itemsize)
+    np.copyto(rows[:layout.height, :layout.width], sized)
+    return combined

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -10,11 +11,20 @@ from fractions import Fraction
 import av
 
 from vapsr_video.errors import UsageError
-from vapsr_video.video.colour import ColourSpec, is_native_format, plane_layout
+from vapsr_video.video.colour import (
+    ColourSpec,
+    alpha_twin,
+    has_alpha,
+    is_native_format,
+    native_fallback,
+    plane_layout,
+)
+from vapsr_video.video.containers import container_holds
 
 log = logging.getLogger(__name__)
 
-# Input codec -> the encoder that writes the same format (so the output is what the input was, only bigger).
+# Input codec (FFmpeg's codec id name, never a decoder's name such as libdav1d or h264_cuvid) -> the
+# encoder that writes the same format (so the output is what the input was, only bigger).
 ENCODER_FOR_CODEC: dict[str, str] = {
     "h264": "libx264",
     "hevc": "libx265",
@@ -22,6 +32,7 @@ ENCODER_FOR_CODEC: dict[str, str] = {
     "vp9": "libvpx-vp9",
     "prores": "prores_ks",
     "ffv1": "ffv1",
+    "gif": "gif",
 }
 FALLBACK_ENCODERS = ("libx264", "libsvtav1", "libvpx-vp9", "mpeg4")
 
@@ -29,6 +40,13 @@ FALLBACK_ENCODERS = ("libx264", "libsvtav1", "libvpx-vp9", "mpeg4")
 DEFAULT_CRF: dict[str, int] = {"libx264": 18, "libx265": 20, "libsvtav1": 30, "libvpx-vp9": 24}
 CRF_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1", "librav1e"})
 PRESET_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1"})
+# Encoders that take palette frames: the pipeline writes planar RGB and a filter graph makes the palettes.
+PALETTE_ENCODERS = frozenset({"gif"})
+# Encoders whose alpha is a second bitstream in packet side data (only Matroska/WebM store it).
+SIDE_DATA_ALPHA_ENCODERS = frozenset({"libvpx-vp9", "libvpx"})
+# Lossy encoders whose 4:4:4 and RGB profiles many players and devices cannot decode; RGB sources get 4:2:0.
+DELIVERY_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libvpx", "mpeg4",
+                               "libaom-av1", "mpeg2video"})
 
 
 @dataclass
@@ -46,9 +64,16 @@ class EncodeOptions:
 @dataclass(frozen=True)
 class EncoderChoice:
     codec: str
-    pix_fmt: str
+    pix_fmt: str  # the planes the pipeline produces (a native format)
     options: dict[str, str]
     bit_rate: int | None
+    encoder_pix_fmt: str = ""  # what the encoder is opened with, when not pix_fmt (alpha, palette, packed)
+    keeps_alpha: bool = False  # the source's alpha plane is written beside the picture
+    palette: bool = False  # frames go through the palette filter graph (GIF)
+
+    @property
+    def opened_pix_fmt(self) -> str:
+        return self.encoder_pix_fmt or self.pix_fmt
 
 
 def parse_bitrate(text: str) -> int:
@@ -68,10 +93,23 @@ def encoder_exists(name: str) -> bool:
     return True
 
 
+def codec_id_name(name: str) -> str:
+    """The codec a decoder or encoder name stands for: ``libdav1d`` -> ``av1``, ``h264_cuvid`` -> ``h264``.
+
+    PyAV may pick any decoder FFmpeg offers for a stream (dav1d or libaom for AV1, a hardware
+    variant, ...); the rule "codec follows the input" is about the format, not about that choice.
+    A name FFmpeg does not know is returned as it is.
+    """
+    for mode in ("r", "w"):
+        try:
+            return av.codec.Codec(name, mode).canonical_name
+        except (ValueError, av.FFmpegError):
+            continue
+    return name
+
+
 def _container_holds(container: av.container.OutputContainer, encoder: str) -> bool:
-    codec_name = av.codec.Codec(encoder, "w").name
-    supported = container.supported_codecs
-    return codec_name in supported or encoder in supported
+    return container_holds(container, encoder)
 
 
 def choose_codec(input_codec: str, container: av.container.OutputContainer, requested: str | None) -> str:
@@ -83,7 +121,7 @@ def choose_codec(input_codec: str, container: av.container.OutputContainer, requ
             raise UsageError(f"a {container.format.name} file cannot hold {requested} video; "
                              "choose another --codec or output extension")
         return requested
-    preferred = ENCODER_FOR_CODEC.get(input_codec)
+    preferred = ENCODER_FOR_CODEC.get(codec_id_name(input_codec))
     candidates = ([preferred] if preferred else []) + list(FALLBACK_ENCODERS)
     for candidate in candidates:
         if encoder_exists(candidate) and _container_holds(container, candidate):
@@ -99,10 +137,15 @@ def _depth_and_chroma(pix_fmt: str) -> tuple[int, tuple[int, int], str]:
     return layout.bit_depth, layout.chroma_shift, layout.family
 
 
-def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None) -> str:
-    """Keep the source's bit depth and chroma layout where the encoder allows; never lose depth silently."""
+def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None, *,
+                   among: list[str] | None = None) -> str:
+    """Keep the source's bit depth and chroma layout where the encoder allows; never lose depth silently.
+
+    ``among``: choose only from these native formats (those the encoder can also store with alpha).
+    """
     offered = [fmt.name for fmt in (av.codec.Codec(encoder, "w").video_formats or ())]
-    usable = [name for name in offered if is_native_format(name) and not name.startswith("yuvj")]
+    usable = among if among is not None else [name for name in offered
+                                              if is_native_format(name) and not name.startswith("yuvj")]
     if requested:
         if offered and requested not in offered:
             raise UsageError(f"{encoder} cannot write pixel format {requested}; it offers {', '.join(offered)}")
@@ -111,9 +154,17 @@ def choose_pix_fmt(source_fmt: str, encoder: str, requested: str | None) -> str:
                              "grey or gbrp format (e.g. yuv420p, yuv420p10le, yuv444p)")
         return requested
     source = source_fmt.replace("yuvj", "yuv")  # the range travels as a tag, not in the format name
+    depth, chroma, family = _depth_and_chroma(source)
+    if family == "rgb" and encoder in DELIVERY_ENCODERS:
+        # RGB and palette sources (GIF, screen captures, PNG sequences) would become 4:4:4 or RGB
+        # profiles that many players cannot play; 4:2:0 at the source's depth is what plays everywhere.
+        playable = "yuv420p" if depth <= 8 else "yuv420p10le"
+        if playable in usable:
+            log.warning("the video is RGB (%s); writing %s so that common players can play it "
+                        "(--pix-fmt yuv444p keeps full colour resolution)", source_fmt, playable)
+            return playable
     if not offered or source in usable:
         return source
-    depth, chroma, family = _depth_and_chroma(source)
 
     def preference(name: str) -> tuple:
         cand_depth, cand_chroma, cand_family = _depth_and_chroma(name)
@@ -154,11 +205,38 @@ def encoder_settings(encoder: str, options: EncodeOptions) -> tuple[dict[str, st
     return settings, bit_rate
 
 
+def alpha_formats(encoder: str) -> dict[str, str]:
+    """Native format -> the format with alpha the encoder takes for it (``yuv420p`` -> ``yuva420p`` for VP9,
+    ``gbrp`` -> ``rgba`` for PNG); empty when the encoder cannot store alpha."""
+    offered = [fmt.name for fmt in (av.codec.Codec(encoder, "w").video_formats or ())]
+    found: dict[str, str] = {}
+    for name in offered:
+        if not has_alpha(name) or re.search(r"f(16|32)", name):  # float formats are not for delivery
+            continue
+        planar = native_fallback(name)
+        # The pipeline builds the planar twin (yuva420p, gbrap); a packed format (rgba) is converted from it.
+        # Prefer the twin itself: no conversion.
+        if planar and alpha_twin(planar) and (planar not in found or alpha_twin(planar) == name):
+            found[planar] = name
+    return found
+
+
 def choose_encoder(input_codec: str, source_fmt: str, container: av.container.OutputContainer,
-                   options: EncodeOptions) -> EncoderChoice:
+                   options: EncodeOptions, *, alpha: bool = False) -> EncoderChoice:
+    """Codec, pixel formats and settings; ``alpha``: the source has an alpha plane to keep if the codec can."""
     codec = choose_codec(input_codec, container, options.codec)
-    pix_fmt = choose_pix_fmt(source_fmt, codec, options.pix_fmt)
     settings, bit_rate = encoder_settings(codec, options)
+    if codec in PALETTE_ENCODERS and options.pix_fmt in (None, "pal8"):
+        return EncoderChoice(codec=codec, pix_fmt="gbrp", options=settings, bit_rate=bit_rate,
+                             encoder_pix_fmt="pal8", palette=True)
+    with_alpha = alpha_formats(codec) if alpha and not options.pix_fmt else {}
+    if codec in SIDE_DATA_ALPHA_ENCODERS and container.format.name not in ("matroska", "webm"):
+        with_alpha = {}  # VP8/VP9 alpha travels in Matroska BlockAdditional side data, which only MKV/WebM store
+    if with_alpha:
+        pix_fmt = choose_pix_fmt(source_fmt, codec, None, among=sorted(with_alpha))
+        return EncoderChoice(codec=codec, pix_fmt=pix_fmt, options=settings, bit_rate=bit_rate,
+                             encoder_pix_fmt=with_alpha[pix_fmt], keeps_alpha=True)
+    pix_fmt = choose_pix_fmt(source_fmt, codec, options.pix_fmt)
     return EncoderChoice(codec=codec, pix_fmt=pix_fmt, options=settings, bit_rate=bit_rate)
 
 
@@ -168,7 +246,7 @@ def configure_video_stream(stream: av.video.stream.VideoStream, choice: EncoderC
     """Set size, format, time base and colour tags before the encoder opens."""
     context = stream.codec_context
     context.width, context.height = width, height
-    context.pix_fmt = choice.pix_fmt
+    context.pix_fmt = choice.opened_pix_fmt
     context.time_base = time_base
     stream.time_base = time_base
     if frame_rate:
@@ -180,6 +258,10 @@ def configure_video_stream(stream: av.video.stream.VideoStream, choice: EncoderC
     context.color_primaries = colour.primaries
     context.color_trc = colour.transfer
     context.thread_count = 0  # let the encoder pick its thread count
+    if choice.codec == "libsvtav1":
+        # SVT-AV1 prints its whole configuration (~20 "Svt[info]" lines) to stderr on every open; errors
+        # only, unless the user set SVT_LOG themselves. Read by the library when the encoder opens.
+        os.environ.setdefault("SVT_LOG", "1")
     if choice.bit_rate:
         context.bit_rate = choice.bit_rate
     context.options = dict(choice.options)

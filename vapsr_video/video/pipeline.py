@@ -33,6 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 
 from vapsr_video.errors import InputError, UsageError
@@ -42,18 +43,25 @@ from vapsr_video.inference.upscaler import Upscaler
 from vapsr_video.safe_output import atomic_output, check_output_path
 from vapsr_video.video.channels import QUEUE_BATCHES, Channel, Stopped
 from vapsr_video.video.colour import (
+    alpha_plane,
+    alpha_twin,
     colour_spec,
     copy_frame_into,
     frame_from_buffer,
+    has_alpha,
     is_native_format,
+    is_opaque,
     native_fallback,
     plane_layout,
     rgb_to_yuv,
     yuv_to_rgb,
 )
 from vapsr_video.video.encoder import EncodeOptions
+from vapsr_video.video.interlace import Fields
 from vapsr_video.video.output_file import OutputFile
-from vapsr_video.video.probe import check_pixel_format, describe, main_video_stream, open_input
+from vapsr_video.video.pipes import PIPE_FORMATS, STDIN_NAME, STDOUT_NAME, STDOUT_URL, is_pipe, pipe_muxer
+from vapsr_video.video.probe import alpha_decoder_for, check_pixel_format, describe, main_video_stream, open_input
+from vapsr_video.video.side_data import FrameSideDataWatch, read_static_hdr
 from vapsr_video.video.transfer import HostPlanes, make_transfer
 
 __all__ = ["VideoResult", "upscale_video"]
@@ -80,6 +88,7 @@ _END = object()
 class _FrameMeta:
     pts: int
     duration: int
+    alpha: tuple[np.ndarray, int] | None = None  # the source's alpha plane and its depth, when kept
 
 
 class _Job:
@@ -89,10 +98,10 @@ class _Job:
     live in their own modules; the job holds the input side and the threads.
     """
 
-    def __init__(self, source: Path, target: Path, temporary: Path, container: av.container.InputContainer,
+    def __init__(self, source: Path, target: Path, temporary: Path | str, container: av.container.InputContainer,
                  upscaler: Upscaler, encode: EncodeOptions, *, batch_size: int,
                  progress: Callable[[int], None] | None, time_range: tuple[float, float] | None,
-                 copy_streams: bool) -> None:
+                 copy_streams: bool, output_format: str | None = None, deinterlace: str = "frame") -> None:
         self.source, self.target = source, target
         self.input = container
         self.upscaler = upscaler
@@ -110,19 +119,28 @@ class _Job:
         check_pixel_format(info)
         decoded_fmt = info.pix_fmt if is_native_format(info.pix_fmt) else native_fallback(info.pix_fmt)
         assert decoded_fmt is not None  # check_pixel_format refused the others
-        if decoded_fmt != info.pix_fmt:
-            alpha = any(c.is_alpha for c in av.VideoFormat(info.pix_fmt).components)
-            log.warning("%s: pixel format %s is converted to %s on the CPU%s", source, info.pix_fmt, decoded_fmt,
-                        " (the alpha channel is dropped)" if alpha else "")
-        self.in_layout = plane_layout(decoded_fmt, info.width, info.height)
-        self.in_colour = colour_spec(self.video.codec_context, decoded_fmt)
+        # Alpha (issue #11): a VP9 stream tagged alpha_mode=1 keeps its alpha in side data that only libvpx
+        # decodes, so such a stream is decoded by libvpx-vp9 instead of FFmpeg's own VP9 decoder.
+        self.decoder = alpha_decoder_for(self.video)
+        self.source_alpha = has_alpha(info.pix_fmt) or self.decoder is not None
+        self.warned_alpha = False
+        if decoded_fmt != info.pix_fmt and alpha_twin(decoded_fmt) != info.pix_fmt:
+            # (yuva420p -> yuv420p is no conversion: the picture planes are read as they are.)
+            log.warning("%s: pixel format %s is converted to %s on the CPU", source, info.pix_fmt, decoded_fmt)
         self.time_base = self.video.time_base or Fraction(1, 90000)
         rate = self.video.average_rate or self.video.guessed_rate
+        self.fields = Fields(source, self.video, deinterlace, self.time_base, rate)
+        self.time_base, rate = self.fields.time_base, self.fields.frame_rate
+        self.in_layout = plane_layout(decoded_fmt, info.width, self.fields.picture_height(info.height))
+        self.in_colour = colour_spec(self.video.codec_context, decoded_fmt)
         self.default_step = max(1, round(1 / (rate * self.time_base))) if rate else 1
 
-        self.output = OutputFile(temporary, target)
+        self.output = OutputFile(temporary, target, output_format)
         self.output.set_up(container, self.video, self.in_layout, self.in_colour, encode, scale=upscaler.scale,
-                           time_base=self.time_base, frame_rate=rate, copy_streams=copy_streams)
+                           time_base=self.time_base, frame_rate=rate, copy_streams=copy_streams,
+                           alpha=self.source_alpha, source_name=source, weave_top_first=self.fields.weave_top_first,
+                           hdr=read_static_hdr(self.video, None if source == STDIN_NAME else source))
+        self.side_data_watch = FrameSideDataWatch(source)
         assert self.output.layout is not None and self.output.colour is not None
         self.out_layout, self.out_colour = self.output.layout, self.output.colour
 
@@ -144,7 +162,7 @@ class _Job:
     def _seek_to_start(self) -> None:
         if self.time_range is None or self.time_range[0] <= 0:
             return
-        offset = int(self.time_range[0] / self.time_base)
+        offset = int(self.time_range[0] / (self.video.time_base or self.time_base))
         with contextlib.suppress(av.FFmpegError):
             self.input.seek(offset, stream=self.video, backward=True, any_frame=False)
 
@@ -152,62 +170,100 @@ class _Job:
         self.video.thread_type = "AUTO"  # frame + slice threads in the decoder
         self.video.codec_context.thread_count = 0
         streams = [self.video, *(self.input.streams[index] for index in self.output.copied)]
-        ring = self.transfer.input_ring
         self._seek_to_start()
-        last_pts: int | None = None
-        warned_resize = False
+        state = {"last_pts": None, "warned_resize": False}
         try:
             for packet in self.input.demux(streams):
                 if packet.stream.index != self.video.index:
                     self._forward_packet(packet)
                     continue
-                for frame in self._decode(packet):
-                    if frame.is_corrupt:
-                        self._note_concealed(frame)
-                    pts = frame.pts
-                    if pts is None:
-                        pts = 0 if last_pts is None else last_pts + self.default_step
-                    elif last_pts is not None and pts <= last_pts:
-                        log.warning("%s: frame timestamps go backwards at %s; shifting by one tick",
-                                    self.source, pts)
-                        pts = last_pts + 1
-                    inside = self._in_range(pts)
-                    if inside is None:
+                for frame in self._deinterlaced(self._decode(packet)):
+                    if not self._take(frame, state):
                         return
-                    if not inside:
-                        continue
-                    last_pts = pts
-                    if (frame.width, frame.height, frame.format.name) != (
-                            self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt):
-                        if (frame.width, frame.height) != (self.in_layout.width, self.in_layout.height) \
-                                and not warned_resize:
-                            log.warning("%s: the frame size changes mid-stream; scaling frames to %dx%d",
-                                        self.source, self.in_layout.width, self.in_layout.height)
-                            warned_resize = True
-                        frame = frame.reformat(width=self.in_layout.width, height=self.in_layout.height,
-                                               format=self.in_layout.pix_fmt)
-                    slot = ring.acquire()
-                    copy_frame_into(frame, self.in_layout, ring.arrays[slot])
-                    self.decoded.put((slot, _FrameMeta(pts, frame.duration or self.default_step)))
+            for frame in self._deinterlaced(None):  # the frames the deinterlacer still holds
+                if not self._take(frame, state):
+                    return
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"{self.source}: read error ({exc}); the file may be truncated or damaged") from None
         finally:
             self._finish_decoding()
+
+    def _take(self, frame: av.VideoFrame, state: dict) -> bool:
+        """Put one decoded frame into the ring for the model; False when the time range is over."""
+        ring = self.transfer.input_ring
+        if frame.is_corrupt:
+            self._note_concealed(frame)
+        last_pts = state["last_pts"]
+        pts = frame.pts
+        if pts is None:
+            pts = 0 if last_pts is None else last_pts + self.default_step
+        elif last_pts is not None and pts <= last_pts:
+            log.warning("%s: frame timestamps go backwards at %s; shifting by one tick", self.source, pts)
+            pts = last_pts + 1
+        inside = self._in_range(pts)
+        if inside is None:
+            return False
+        if not inside:
+            return True
+        state["last_pts"] = pts
+        alpha = self._alpha_of(frame) if self.source_alpha else None
+        if (frame.width, frame.height, frame.format.name) != (
+                self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt) and not self._planes_fit(frame):
+            if (frame.width, frame.height) != (self.in_layout.width, self.in_layout.height) \
+                    and not state["warned_resize"]:
+                log.warning("%s: the frame size changes mid-stream; scaling frames to %dx%d",
+                            self.source, self.in_layout.width, self.in_layout.height)
+                state["warned_resize"] = True
+            frame = frame.reformat(width=self.in_layout.width, height=self.in_layout.height,
+                                   format=self.in_layout.pix_fmt)
+        slot = ring.acquire()
+        copy_frame_into(frame, self.in_layout, ring.arrays[slot])
+        self.decoded.put((slot, _FrameMeta(pts, frame.duration or self.default_step, alpha)))
+        return True
+
+    def _deinterlaced(self, frames: list[av.VideoFrame] | None) -> list[av.VideoFrame]:
+        """``frames`` through the deinterlacer, if there is one (None: flush it)."""
+        if frames is None:
+            return self.fields.flush()
+        for frame in frames:
+            self.side_data_watch.check(frame)
+        return [out for frame in frames for out in self.fields.push(frame)]
 
     def _finish_decoding(self) -> None:
         with contextlib.suppress(Stopped):
             self.decoded.put(_END)
             self.to_mux.put(_END)
 
+    def _planes_fit(self, frame: av.VideoFrame) -> bool:
+        """A yuva420p frame holds the yuv420p planes first (gbrap: gbrp): no conversion needed."""
+        return (frame.width, frame.height) == (self.in_layout.width, self.in_layout.height) \
+            and frame.format.name == alpha_twin(self.in_layout.pix_fmt)
+
+    def _alpha_of(self, frame: av.VideoFrame) -> tuple[np.ndarray, int] | None:
+        """The frame's alpha plane when the output keeps it; else None, after warning once if it is not opaque."""
+        if not has_alpha(frame.format.name):
+            return None
+        alpha, bits = alpha_plane(frame)
+        if self.output.keeps_alpha:
+            return alpha, bits
+        if not self.warned_alpha and not is_opaque(alpha, bits):
+            self.warned_alpha = True
+            log.warning("%s: the alpha channel (transparency) is dropped: %s in %s cannot store it; "
+                        "write .webm (VP9), .mov with --codec prores_ks, or .mkv with --codec ffv1 to keep it",
+                        self.source, self.output.encoder_name, self.output.container.format.name)
+        return None
+
     def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
         try:
+            if self.decoder is not None:
+                return self.decoder.decode(packet)
             return packet.decode()
         except av.error.InvalidDataError as exc:
             # Policy: skip a damaged packet and go on (a player would too); each frame keeps its own
             # timestamp, so nothing after it shifts. Counted and reported at the end.
             self.decode_errors += 1
             if self.decode_errors <= MAX_DECODE_WARNINGS:
-                seconds = float(packet.pts * self.time_base) if packet.pts is not None else float("nan")
+                seconds = float(packet.pts * packet.time_base) if packet.pts is not None else float("nan")
                 log.warning("%s: skipping a damaged video packet at %.3f s (%s)", self.source, seconds, exc)
             return []
 
@@ -283,7 +339,7 @@ class _Job:
                 frame.color_range = self.out_colour.range_tag
                 frame.color_primaries = self.out_colour.primaries
                 frame.color_trc = self.out_colour.transfer
-                self.output.write(self.output.encode(frame))
+                self.output.write(self.output.encode(frame, meta.alpha))
         self.frames_written += len(metas)
         if self.progress is not None:
             self.progress(len(metas))
@@ -335,6 +391,8 @@ def upscale_video(
     time_range: tuple[float, float] | None = None,
     copy_streams: bool = True,
     overwrite: bool = False,
+    output_format: str | None = None,
+    deinterlace: str = "frame",
 ) -> VideoResult:
     """Upscale the video of ``input_path`` into ``output_path``, keeping everything else in the file.
 
@@ -345,6 +403,10 @@ def upscale_video(
         time_range: only frames whose timestamp (seconds) lies in [start, end); timestamps stay as in the source.
         copy_streams: copy audio/subtitle/data/attachment streams, metadata and chapters (False: video only).
         overwrite: replace an existing ``output_path``.
+        output_format: ``mkv``, ``nut`` or ``mpegts``; required when ``output_path`` is ``-`` (standard
+            output, streamed as it is encoded; see ``video/pipes.py``). ``input_path`` may be ``-`` too.
+        deinterlace: interlaced input is deinterlaced with bwdif, ``"frame"`` (one frame per frame) or
+            ``"field"`` (one frame per field); see ``video/interlace.py``.
 
     Raises:
         InputError: the input cannot be read or has no usable video.
@@ -355,33 +417,78 @@ def upscale_video(
         raise UsageError(f"batch size must be at least 1, not {batch_size}")
     if time_range is not None and not time_range[0] < time_range[1]:
         raise UsageError(f"time range start {time_range[0]} must be before its end {time_range[1]}")
+    if is_pipe(input_path) or is_pipe(output_path):
+        return _upscale_through_pipes(input_path, output_path, upscaler, encode or EncodeOptions(),
+                                      batch_size=batch_size, progress=progress, time_range=time_range,
+                                      copy_streams=copy_streams, overwrite=overwrite, output_format=output_format,
+                                      deinterlace=deinterlace)
     source = Path(input_path)
     target = check_output_path(source, output_path, overwrite=overwrite)
     started = time.perf_counter()
     nonfinite_before = _nonfinite_pixels(upscaler)
     with contextlib.closing(open_input(source)) as container, atomic_output(target, overwrite=overwrite) as temporary:
         job = _Job(source, target, temporary, container, upscaler, encode or EncodeOptions(),
-                   batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams)
-        coarse = precision_warning(upscaler.dtype, job.out_layout.bit_depth)
-        if coarse is not None:
-            log.warning("%s: %s", target, coarse)
-        try:
-            job.run()
-        except BaseException:
-            job.output.abandon()
-            with contextlib.suppress(Exception):  # a broken device must not hide the error that matters
-                job.transfer.close()
-            if upscaler.device.type == "cuda":
-                release_device_memory(upscaler.device)  # so a retry on this device starts clean
-            raise
-        job.transfer.close()
-        job.output.close()
+                   batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams,
+                   output_format=PIPE_FORMATS.get(output_format) if output_format else None,
+                   deinterlace=deinterlace)
+        _run_to_the_end(job, upscaler, target)
+    _report_damage(job, source)
+    return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
+                       output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
+                       dropped_streams=job.output.dropped_streams,
+                       nonfinite_pixels=_nonfinite_pixels(upscaler) - nonfinite_before)
+
+
+def _run_to_the_end(job: _Job, upscaler: Upscaler, target: Path | str) -> None:
+    """Run ``job`` and close its output; on failure abandon the output and free what it held."""
+    coarse = precision_warning(upscaler.dtype, job.out_layout.bit_depth)
+    if coarse is not None:
+        log.warning("%s: %s", target, coarse)
+    try:
+        job.run()
+    except BaseException:
+        job.output.abandon()  # on standard output the stream is cut here; the exit code says it failed
+        with contextlib.suppress(Exception):  # a broken device must not hide the error that matters
+            job.transfer.close()
+        if upscaler.device.type == "cuda":
+            release_device_memory(upscaler.device)  # so a retry on this device starts clean
+        raise
+    job.transfer.close()
+    job.output.close()
+
+
+def _report_damage(job: _Job, source: Path | str) -> None:
     if job.decode_errors:
         skipped = job.decode_errors - job.concealed_frames
         log.warning("%s: damaged video data: %d packet(s) skipped, %d frame(s) concealed; %d frames written",
                     source, skipped, job.concealed_frames, job.frames_written)
+
+
+def _upscale_through_pipes(input_path: str | Path, output_path: str | Path, upscaler: Upscaler,
+                           encode: EncodeOptions, *, batch_size: int, progress: Callable[[int], None] | None,
+                           time_range: tuple[float, float] | None, copy_streams: bool, overwrite: bool,
+                           output_format: str | None, deinterlace: str) -> VideoResult:
+    """``upscale_video`` with standard input and/or output: no atomic publish for a pipe (see video/pipes.py)."""
+    to_stdout = is_pipe(output_path)
+    source = STDIN_NAME if is_pipe(input_path) else Path(input_path)
+    if to_stdout:
+        muxer: str | None = pipe_muxer(output_format)
+        target, destination = STDOUT_NAME, STDOUT_URL
+    else:
+        muxer = PIPE_FORMATS.get(output_format) if output_format else None
+        target = check_output_path(source, output_path, overwrite=overwrite)
+    started = time.perf_counter()
+    nonfinite_before = _nonfinite_pixels(upscaler)
+    with contextlib.closing(open_input(input_path)) as container, contextlib.ExitStack() as stack:
+        if not to_stdout:
+            destination = stack.enter_context(atomic_output(target, overwrite=overwrite))
+        job = _Job(source, target, destination, container, upscaler, encode, batch_size=batch_size,
+                   progress=progress, time_range=time_range, copy_streams=copy_streams, output_format=muxer,
+                   deinterlace=deinterlace)
+        _run_to_the_end(job, upscaler, target)
+    _report_damage(job, source)
     return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
-                       output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
+                       output_bytes=0 if to_stdout else target.stat().st_size, decode_errors=job.decode_errors,
                        dropped_streams=job.output.dropped_streams,
                        nonfinite_pixels=_nonfinite_pixels(upscaler) - nonfinite_before)
 

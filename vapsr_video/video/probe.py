@@ -14,6 +14,7 @@ import av
 
 from vapsr_video.errors import InputError
 from vapsr_video.video.colour import is_native_format, native_fallback
+from vapsr_video.video.pipes import STDIN_NAME, STDIN_URL, is_pipe
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def _first_line(exc: BaseException) -> str:
 
 def open_input(path: str | Path) -> av.container.InputContainer:
     """Open ``path`` for reading, or raise :class:`InputError` naming the file and why not."""
+    if is_pipe(path):
+        return _open_standard_input()
     source = Path(path)
     if not source.exists():
         raise InputError(f"{source}: no such file")
@@ -47,6 +50,16 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         if getattr(exc, "errno", None) == errno.EACCES:
             raise InputError(f"{source}: not readable (permission denied)") from None
         raise InputError(f"{source}: cannot be opened ({_first_line(exc)})") from None
+
+
+def _open_standard_input() -> av.container.InputContainer:
+    # FFmpeg probes the container from the first bytes of the pipe, as it does for ``ffmpeg -i -``.
+    try:
+        return av.open(STDIN_URL, "r")
+    except av.error.InvalidDataError:
+        raise InputError(f"{STDIN_NAME}: not a media stream FFmpeg can read") from None
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"{STDIN_NAME}: cannot be read ({_first_line(exc)})") from None
 
 
 def main_video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
@@ -96,16 +109,23 @@ def describe(container: av.container.InputContainer, stream: av.video.stream.Vid
     context = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     frame_rate = float(rate) if rate else 0.0
-    duration = _seconds(stream.duration, stream.time_base) or _tag_seconds(stream.metadata.get("DURATION"))
+    start = _seconds(stream.start_time, stream.time_base) or 0.0
+    duration = _seconds(stream.duration, stream.time_base)
+    span = duration
+    if duration is None:
+        # Matroska's DURATION tag is where the stream ends, not how long it lasts: a stream that starts
+        # at 0.023 s and has 20 frames of 0.04 s says 0.823 s, which would estimate 21 frames.
+        duration = _tag_seconds(stream.metadata.get("DURATION"))
+        span = duration - start if duration is not None else None
     if duration is None and container.duration is not None:
-        duration = container.duration / av.time_base
+        duration = span = container.duration / av.time_base
     duration = duration or 0.0
     exact = bool(stream.frames)
-    frames = stream.frames if exact else round(duration * frame_rate)
-    start = _seconds(stream.start_time, stream.time_base) or 0.0
+    frames = stream.frames if exact else round(max(span or 0.0, 0.0) * frame_rate)
     is_image = container.format.name in IMAGE_FORMATS
-    return VideoInfo(path=path, container_format=container.format.name, codec=context.name, width=context.width,
-                     height=context.height, pix_fmt=context.format.name if context.format else "none",
+    return VideoInfo(path=path, container_format=container.format.name, codec=context.codec.canonical_name,
+                     width=context.width, height=context.height,
+                     pix_fmt=context.format.name if context.format else "none",
                      frames=max(frames, 1 if is_image else 0), frames_exact=exact or is_image, duration=duration,
                      frame_rate=frame_rate, start_time=start, is_image=is_image)
 
@@ -148,3 +168,23 @@ def _decode_first_frame(container: av.container.InputContainer, stream: av.video
     except (av.FFmpegError, OSError) as exc:
         raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
     raise InputError(f"{path}: no video frame could be decoded (empty, truncated or damaged)")
+
+
+def alpha_decoder_for(stream: av.video.stream.VideoStream) -> av.codec.context.CodecContext | None:
+    """A libvpx-vp9 decoder for a VP9 stream tagged ``alpha_mode=1`` (WebM/MKV transparency), else None.
+
+    FFmpeg's own VP9 decoder ignores the alpha layer (stored in Matroska BlockAdditional side data);
+    libvpx-vp9 decodes it and returns ``yuva420p`` frames.
+    """
+    tagged = any(key.lower() == "alpha_mode" and value == "1" for key, value in stream.metadata.items())
+    if stream.codec_context.codec.canonical_name != "vp9" or not tagged:
+        return None
+    try:
+        decoder = av.CodecContext.create("libvpx-vp9", "r")
+    except (ValueError, av.FFmpegError):
+        log.warning("the VP9 stream has an alpha channel, but this FFmpeg build has no libvpx-vp9 decoder "
+                    "to read it; the alpha channel is dropped")
+        return None
+    decoder.extradata = stream.codec_context.extradata
+    decoder.thread_count = 0
+    return decoder

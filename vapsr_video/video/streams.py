@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import av
 
+from vapsr_video.video.containers import container_holds, keep_stream_id
+
 log = logging.getLogger(__name__)
 
 # Tags that describe the old encode rather than the content; they would be wrong on the new file.
@@ -51,8 +53,7 @@ def _can_hold(container: av.container.OutputContainer, stream: av.stream.Stream)
     context = stream.codec_context
     if context is None:
         return False
-    supported = container.supported_codecs
-    return context.name in supported or context.codec.name in supported
+    return container_holds(container, context.codec.canonical_name)
 
 
 def copy_other_streams(source: av.container.InputContainer, target: av.container.OutputContainer,
@@ -62,6 +63,12 @@ def copy_other_streams(source: av.container.InputContainer, target: av.container
     dropped: list[str] = []
     for stream in source.streams:
         if stream.index == video_index:
+            continue
+        if _hidden_by_demuxer(stream):
+            # MP4/MOV chapter titles are stored in a text track; the demuxer hands them over as chapters
+            # (copied by copy_container_metadata) and marks the track itself "discard all", so it delivers
+            # no packets. It is not a stream the user would miss, and warning about it would be false.
+            log.debug("stream %s is hidden by the demuxer (a chapter track); not copied", stream.index)
             continue
         if _is_timecode_track(stream) and target.format.name in ("mov", "mp4"):
             # The muxer writes a new timecode track from the video stream's "timecode" tag (copied
@@ -83,11 +90,19 @@ def copy_other_streams(source: av.container.InputContainer, target: av.container
             continue
         output.metadata.update(content_tags(dict(stream.metadata)))
         output.disposition = stream.disposition
+        keep_stream_id(stream, output)
         copied[stream.index] = output
     for description in dropped:
         log.warning("stream %s cannot be stored in a %s file and is left out; "
                     "use an .mkv output to keep it", description, target.format.name)
     return CopiedStreams(copied, dropped)
+
+
+AVDISCARD_ALL = 48  # libavcodec's AVDiscard value for "this stream delivers no packets"
+
+
+def _hidden_by_demuxer(stream: av.stream.Stream) -> bool:
+    return stream.discard == AVDISCARD_ALL
 
 
 def _is_timecode_track(stream: av.stream.Stream) -> bool:
@@ -129,6 +144,7 @@ def copy_video_stream_properties(source: av.video.stream.VideoStream, target: av
     """Tags, disposition and display matrix of the upscaled video stream."""
     target.metadata.update(content_tags(dict(source.metadata)))
     target.disposition = source.disposition
+    keep_stream_id(source, target)
     matrix = display_matrix(source)
     if matrix is not None:
         target.set_display_matrix(matrix)
