@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (slower on the CPUs measured so far; see docs/training.md)")
+    parser.add_argument("--no-fast-kernels", dest="fast_kernels", action="store_false",
+                        help="on the CPU, use PyTorch's own depthwise backward instead of the faster one")
     parser.add_argument("--export-only", action="store_true",
                         help="write the EMA weights of the last checkpoint and stop")
     return parser
@@ -54,6 +57,7 @@ def main(argv: Sequence[str]) -> int:
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, log_every=args.log_every,
         validation=args.validation,
         seed=args.seed, device=args.device, warm_start=args.warm_start, compile=args.compile, threads=args.threads,
+        fast_kernels=args.fast_kernels,
     )
     trainer = Trainer(config)
     if args.export_only:
