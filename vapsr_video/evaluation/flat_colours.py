@@ -59,6 +59,7 @@ def flat_colour_errors(model: VapSR, colours: Sequence[RGB] = FLAT_COLOURS, *, s
     return results
 
 
-def worst_flat_colour_error(model: VapSR, colours: Sequence[RGB] = FLAT_COLOURS) -> FlatColourError:
+def worst_flat_colour_error(model: VapSR, colours: Sequence[RGB] = FLAT_COLOURS, *,
+                            device: str = "cpu") -> FlatColourError:
     """The colour this model moves most, and by how much."""
-    return max(flat_colour_errors(model, colours), key=lambda result: result.worst)
+    return max(flat_colour_errors(model, colours, device=device), key=lambda result: result.worst)

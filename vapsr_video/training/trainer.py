@@ -41,8 +41,9 @@ class TrainConfig:
     scale: int
     data: list[str]
     out_dir: str
-    iterations: int = 0  # 0: fit to time_budget
+    iterations: int = 0  # 0: fit to time_budget, else to the time left before the deadline
     time_budget: float = 0.0  # seconds; used to choose iterations when iterations == 0
+    deadline: float = 0.0  # Unix time; past it the run checkpoints and exports, done or not (0: none)
     batch_size: int = 16
     lr_patch: int = 48
     lr: float = 1e-3
@@ -134,6 +135,8 @@ class TrainingStep:
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        # Kept on the monotonic clock, which wall-clock adjustments do not move.
+        self.deadline = time.monotonic() + config.deadline - time.time() if config.deadline > 0 else math.inf
         self.out_dir = Path(config.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
@@ -235,6 +238,10 @@ class Trainer:
     def _fit_iterations(self, data: PairedPatches) -> None:
         """Choose the iteration count that fills the time budget, from a short timing run."""
         config = self.config
+        if not config.time_budget and time.monotonic() >= self.deadline:
+            config.iterations = config.warmup + 1  # one iteration will run; the deadline stops it there
+            log.info("the deadline passed while loading the data: one iteration")
+            return
         step, probe, probe_ema = self.calibration_step()
         rng = np.random.default_rng(0)
         timings = []
@@ -246,9 +253,20 @@ class Trainer:
             synchronize(self.device)
             timings.append(time.perf_counter() - start)
         seconds = float(np.median(timings[1:]))
-        config.iterations = max(config.warmup + 1, int(config.time_budget / (seconds * 1.1)))
-        log.info("time budget %.0f s at %.3f s/iteration: %d iterations", config.time_budget, seconds,
-                 config.iterations)
+        # Without a budget, the time left before the limit, less a share for validation and export.
+        budget = config.time_budget or max(0.0, (self.deadline - time.monotonic()) * 0.85)
+        config.iterations = max(config.warmup + 1, int(budget / (seconds * 1.1)))
+        log.info("time budget %.0f s at %.3f s/iteration: %d iterations", budget, seconds, config.iterations)
+
+    def _checked_mean(self, losses: list[torch.Tensor]) -> float:
+        """The mean of these iterations' losses; FloatingPointError if one is not finite."""
+        if not losses:
+            return math.nan
+        loss = float(torch.stack(losses).mean())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} in the {len(losses)} iterations up to {self.iteration}; "
+                                     "lower --lr")
+        return loss
 
     def train(self) -> Path:
         config = self.config
@@ -257,32 +275,35 @@ class Trainer:
         validation = ValidationSet(config.validation, config.scale) if config.validation else None
         if not self.try_resume():
             if config.iterations <= 0:
-                if config.time_budget <= 0:
-                    raise ValueError("give iterations or a time budget")
+                if config.time_budget <= 0 and config.deadline <= 0:
+                    raise ValueError("give iterations, a time budget or a deadline")
                 self._fit_iterations(data)
             if self.copied:
                 log.info("warm start: %d tensors from %s", len(self.copied), config.warm_start)
         batches = self._batches(data)
         bar = tqdm(total=config.iterations, initial=self.iteration, desc=f"{config.variant} x{config.scale}",
                    unit="it", dynamic_ncols=True, mininterval=2.0)
-        interval_losses: list[float] = []
+        # Losses stay on the device until a log line needs them: reading one every iteration
+        # would make the CPU wait for the GPU each time.
+        interval_losses: list[torch.Tensor] = []
         self.model.train()
         while self.iteration < config.iterations:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(config, self.iteration)
-            loss = float(self.step(*next(batches)))
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at iteration {self.iteration}; lower --lr")
+            interval_losses.append(self.step(*next(batches)))
             self.iteration += 1
             self._update_ema()
-            interval_losses.append(loss)
             bar.update(1)
-            done = self.iteration == config.iterations
+            out_of_time = time.monotonic() >= self.deadline and self.iteration < config.iterations
+            if out_of_time:
+                log.info("time limit reached at iteration %d of %d: stopping here", self.iteration,
+                         config.iterations)
+            done = self.iteration == config.iterations or out_of_time
             validate = validation is not None and (self.iteration % config.validate_every == 0 or done)
             if validate or self.iteration % config.log_every == 0 or done:
                 # The mean over the interval: one batch's loss is too noisy to read.
-                record = {"iteration": self.iteration, "loss": float(np.mean(interval_losses)),
-                          "lr": self.optimizer.param_groups[0]["lr"]}
+                loss = self._checked_mean(interval_losses)
+                record = {"iteration": self.iteration, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
                 interval_losses.clear()
                 if validate:
                     record["set5_psnr"] = validation.psnr(self.ema, self.device)
@@ -291,7 +312,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.1e}", refresh=False)
                 self.history.append(record)
             if self.iteration % config.checkpoint_every == 0 or done:
+                self._checked_mean(interval_losses)  # never checkpoint weights a NaN went through
                 self.save_checkpoint()
+            if done:
+                break
         bar.close()
         return self.export()
 
@@ -302,7 +326,7 @@ class Trainer:
         validation = [h for h in self.history if "set5_psnr" in h]
         metadata = {
             "training_data": ", ".join(Path(d).name for d in config.data),
-            "iterations": str(config.iterations),
+            "iterations": str(self.iteration),
             "batch_size": str(config.batch_size),
             "lr_patch": str(config.lr_patch),
             "recipe": f"L1, Adam lr {config.lr} betas 0.9/0.99, warm-up {config.warmup} + cosine to "
