@@ -47,16 +47,13 @@ def flat_colour_errors(model: VapSR, colours: Sequence[RGB] = FLAT_COLOURS, *, s
     if size <= 2 * margin:
         raise ValueError(f"a {size}-pixel image has no interior inside a {margin}-pixel margin")
     upscaler = Upscaler(model, device=device, precision="fp32")
-    results = []
-    for colour in colours:
-        image = torch.tensor(colour, dtype=torch.float32).div(255).view(1, 3, 1, 1).expand(1, 3, size, size)
-        output = upscaler(image.contiguous())[0].float().mul(255).round().cpu()
-        inner = margin * upscaler.scale
-        interior = output[:, inner:-inner, inner:-inner]
-        target = torch.tensor(colour, dtype=torch.float32).view(3, 1, 1)
-        errors = (interior - target).abs().amax(dim=(1, 2))
-        results.append(FlatColourError(colour, tuple(int(e) for e in errors.tolist())))  # type: ignore[arg-type]
-    return results
+    targets = torch.tensor(colours, dtype=torch.float32).view(-1, 3, 1, 1)
+    # One batch, one image per colour: the colours never see each other.
+    images = targets.div(255).expand(-1, 3, size, size).contiguous()
+    outputs = upscaler(images).float().mul(255).round().cpu()
+    inner = margin * upscaler.scale
+    errors = (outputs[:, :, inner:-inner, inner:-inner] - targets).abs().amax(dim=(2, 3)).int().tolist()
+    return [FlatColourError(tuple(colour), tuple(error)) for colour, error in zip(colours, errors, strict=True)]
 
 
 def worst_flat_colour_error(model: VapSR, colours: Sequence[RGB] = FLAT_COLOURS, *,
