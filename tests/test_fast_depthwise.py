@@ -18,9 +18,9 @@ VAPSR_DEPTHWISE = [(2, 1), (6, 3)]
 @pytest.mark.parametrize(("pad", "dilation"), VAPSR_DEPTHWISE)
 def test_gradients_pass_gradcheck_in_float64(pad: int, dilation: int) -> None:
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 9, 7, dtype=torch.float64, generator=generator, requires_grad=True)
-    weight = torch.randn(3, 1, 5, 5, dtype=torch.float64, generator=generator, requires_grad=True)
-    bias = torch.randn(3, dtype=torch.float64, generator=generator, requires_grad=True)
+    x = torch.randn(2, 2, 9, 7, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(2, 1, 5, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, generator=generator, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *t: depthwise_conv(*t, pad, dilation), (x, weight, bias))
 
 
