@@ -5,9 +5,9 @@ own image (VapSR's receptive field spans over 100 input pixels, so colours side
 by side would bleed into each other), upscaled with the ``Upscaler`` like any
 frame, and the error is read in the interior, away from the zero-padded border.
 
-At the default size (96 pixels, 24-pixel margin) the interior errors of the
-bundled and the authors' models match those of 140-pixel images to within one
-code value (measured 2026-11-30), at a third of the cost.
+At the default size (96 pixels, 24-pixel margin) the errors of the bundled x2
+and the authors' x4 match those in the centre of 140-pixel images to within one
+code value (checked 2026-11-30), at under half the cost.
 """
 
 from __future__ import annotations
