@@ -156,7 +156,8 @@ class Trainer:
             self.copied = warm_start(self.model, config.warm_start)
         # The custom backward is opaque to torch.compile: a compiled model keeps the stock one.
         prepare_for_training(self.model, self.device, config.fast_kernels and not config.compile)
-        self.ema = VapSR(self.model.config).to(self.device)
+        # The EMA in the model's layout, so the multi-tensor lerp meets matching strides.
+        self.ema = VapSR(self.model.config).to(self.device, memory_format=torch.channels_last)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         self.optimizer = make_optimizer(self.model, config.lr)
