@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,10 +17,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="run folder: checkpoint, log and the exported weights")
     parser.add_argument("--model", choices=VARIANTS, default="vapsr")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
-    budget = parser.add_mutually_exclusive_group(required=True)
+    budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--iterations", type=int, help="number of optimiser steps")
     budget.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="choose the iteration count that fits this many minutes (measured at start)")
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--time-limit", type=float, metavar="MINUTES",
+                       help="stop, checkpoint and export this many minutes after starting, done or not; "
+                            "alone, the iteration count is fitted to the time left after loading the data")
+    limit.add_argument("--deadline", type=float, metavar="UNIX_TIME",
+                       help="the same as --time-limit, as a wall-clock time (for scripts running several trainings)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch", type=int, default=48, help="LR patch size (default 48)")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -33,14 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (slower on the CPUs measured so far; see docs/training.md)")
+    parser.add_argument("--no-fast-kernels", dest="fast_kernels", action="store_false",
+                        help="on the CPU, use PyTorch's own depthwise backward instead of the faster one")
     parser.add_argument("--export-only", action="store_true",
                         help="write the EMA weights of the last checkpoint and stop")
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    started = time.time()  # before importing torch: a time limit counts from the command's start
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.iterations or args.time_budget or args.time_limit or args.deadline or args.export_only):
+        parser.error("give --iterations, --time-budget, --time-limit or --deadline")
+    deadline = args.deadline or (started + args.time_limit * 60 if args.time_limit else 0.0)
     from vapsr_video.training.trainer import TrainConfig, Trainer
 
     out = Path(args.out)
@@ -49,11 +64,13 @@ def main(argv: Sequence[str]) -> int:
                         handlers=[logging.FileHandler(out / "train.log"), logging.StreamHandler()])
     config = TrainConfig(
         variant=args.model, scale=args.scale, data=list(args.data), out_dir=str(out),
-        iterations=args.iterations or 0, time_budget=(args.time_budget or 0) * 60, batch_size=args.batch_size,
+        iterations=args.iterations or 0, time_budget=(args.time_budget or 0) * 60,
+        deadline=deadline, batch_size=args.batch_size,
         lr_patch=args.patch, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, log_every=args.log_every,
         validation=args.validation,
         seed=args.seed, device=args.device, warm_start=args.warm_start, compile=args.compile, threads=args.threads,
+        fast_kernels=args.fast_kernels,
     )
     trainer = Trainer(config)
     if args.export_only:

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Time a VapSR training iteration: the original recipe against the one ``vapsr-video train`` uses now.
+
+Both run in this process on the same random batches, alternating step by step so
+that other load on the machine hits both alike; prints the median milliseconds
+per iteration of each and the ratio. An iteration is forward, L1 loss, backward,
+Adam step and EMA update (the data path is the same for both and not timed).
+
+    python scripts/benchmark_training.py --model vapsr --scale 2 --batch-size 16 --patch 48 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
+from vapsr_video.training.trainer import TrainingStep, make_optimizer, prepare_for_training, update_ema
+
+
+class BaselineStep:
+    """The recipe before the speed-up: stock modules, NCHW input, per-parameter Adam and EMA loops."""
+
+    def __init__(self, model: VapSR, ema: VapSR) -> None:
+        self.model, self.ema = model, ema
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99), foreach=False)
+
+    def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> None:
+        loss = F.l1_loss(self.model(lr_batch), hr_batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for ema_param, param in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                ema_param.lerp_(param, 1 - 0.999)
+
+
+class OptimisedStep:
+    """What the trainer runs: ``prepare_for_training``, ``make_optimizer``, ``TrainingStep``, ``update_ema``."""
+
+    def __init__(self, model: VapSR, ema: VapSR, fast_kernels: bool) -> None:
+        self.model, self.ema = prepare_for_training(model, torch.device("cpu"), fast_kernels), ema
+        self.step = TrainingStep(model, make_optimizer(model, 1e-4), torch.device("cpu"))
+
+    def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> None:
+        self.step(lr_batch, hr_batch)
+        update_ema(self.ema, self.model, 0.999, 1000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=VARIANTS, default="vapsr")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=48, help="LR patch size")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--iterations", type=int, default=8, help="timed iterations of each (after 2 warm-up)")
+    parser.add_argument("--no-fast-kernels", action="store_true",
+                        help="optimised side without the custom depthwise backward (to see what it alone brings)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = published_config(args.model, args.scale)
+    torch.manual_seed(0)
+    models = [VapSR(config) for _ in range(4)]
+    for model in models[1:]:
+        model.load_state_dict(models[0].state_dict())
+    sides = {"baseline": BaselineStep(models[0], models[1]),
+             "optimised": OptimisedStep(models[2], models[3], fast_kernels=not args.no_fast_kernels)}
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
+                torch.rand(args.batch_size, 3, args.patch * args.scale, args.patch * args.scale, generator=generator))
+               for _ in range(2)]
+    timings: dict[str, list[float]] = {name: [] for name in sides}
+    for iteration in range(args.iterations + 2):
+        for name, step in sides.items():
+            start = time.perf_counter()
+            step(*batches[iteration % 2])
+            if iteration >= 2:  # the first steps allocate and pick kernels
+                timings[name].append(time.perf_counter() - start)
+    print(f"{args.model} x{args.scale}, batch {args.batch_size}, LR patch {args.patch}, "
+          f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, {args.iterations} timed iterations each")
+    medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
+    for name, values in timings.items():
+        print(f"{name:>9}: median {medians[name]:7.0f} ms/iteration "
+              f"(min {min(values) * 1000:.0f}, max {max(values) * 1000:.0f})")
+    print(f"speed-up: {medians['baseline'] / medians['optimised']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
