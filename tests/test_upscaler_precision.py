@@ -34,7 +34,7 @@ def test_nan_becomes_the_nearest_input_pixel_and_is_counted(tiny_model: VapSR,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     frames = torch.rand(2, 3, 8, 10, generator=torch.Generator().manual_seed(0))
     upscaler = Upscaler(model=PoisonedModel(tiny_model), device="cpu")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):  # info: the front ends report the count per file
         result = upscaler(frames)
         upscaler(frames)
     assert torch.isfinite(result).all()
