@@ -14,7 +14,7 @@ from pathlib import Path
 
 import av
 
-from vapsr_video.errors import OutputError, VapsrError
+from vapsr_video.errors import OutputError, UsageError, VapsrError
 from vapsr_video.video.colour import ColourSpec, PlaneLayout, default_matrix, plane_layout
 from vapsr_video.video.encoder import EncodeOptions, choose_encoder, configure_video_stream
 from vapsr_video.video.streams import copy_container_metadata, copy_other_streams, copy_video_stream_properties
@@ -82,6 +82,10 @@ class OutputFile:
                 self.copied, self.dropped_streams = copied.by_input_index, copied.dropped
                 copy_container_metadata(source, self.container)
             self._start_encoding()
+        except UsageError as exc:
+            self.abandon()
+            # The encoder choices are about this output file: say which (batch runs write many).
+            raise UsageError(f"{self.target}: {exc}") from None
         except BaseException:
             self.abandon()
             raise
@@ -92,8 +96,9 @@ class OutputFile:
         except (av.FFmpegError, OSError, ValueError) as exc:
             if is_disk_full(exc):
                 raise OutputError(f"{self.target}: no space left on the output device") from None
-            raise OutputError(f"{self.target}: the {self.encoder_name} encoder or the "
-                              f"{self.container.format.name} muxer refused the settings ({exc})") from None
+            # The settings are the user's (codec, preset, pixel format, options): a usage error.
+            raise UsageError(f"the {self.encoder_name} encoder or the "
+                             f"{self.container.format.name} muxer refused the settings ({exc})") from None
 
     def encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
         """Packets for ``frame`` (None: flush the encoder); disk-full errors pass through for :meth:`user_facing`."""

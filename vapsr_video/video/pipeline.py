@@ -15,6 +15,15 @@ output container, its streams and its error messages in ``video/output_file.py``
 
 Every frame keeps its own presentation timestamp and the stream its time base, so
 variable frame rates and non-zero start times stay in sync with the audio.
+
+Safety: the picture size is checked against ``max_pixels`` from the header before
+any buffer is made, and the decoder is bounded (threads, picture size); when the
+input ends, what was decoded is compared with what the header declares
+(``video/completeness.py``) and a short read is an input error unless
+``allow_partial``. The main thread never blocks in ``Thread.join()``: each stage
+sets its own event when it ends, and on an error or a signal (Ctrl-C, SIGTERM,
+SIGHUP) every stage is told to stop and waited for before the exception goes on,
+so no thread is left inside FFmpeg or torch while the interpreter shuts down.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from pathlib import Path
 import av
 import torch
 
+from vapsr_video.choices import DEFAULT_MAX_PIXELS
 from vapsr_video.errors import InputError, UsageError
 from vapsr_video.inference.upscaler import Upscaler
 from vapsr_video.safe_output import atomic_output, check_output_path
@@ -45,9 +55,17 @@ from vapsr_video.video.colour import (
     rgb_to_yuv,
     yuv_to_rgb,
 )
+from vapsr_video.video.completeness import Decoded, check_complete, expectation
 from vapsr_video.video.encoder import EncodeOptions
 from vapsr_video.video.output_file import OutputFile
-from vapsr_video.video.probe import check_pixel_format, describe, main_video_stream, open_input
+from vapsr_video.video.probe import (
+    check_frame_size,
+    check_pixel_format,
+    describe,
+    limit_decoder,
+    main_video_stream,
+    open_input,
+)
 from vapsr_video.video.transfer import HostPlanes, make_transfer
 
 __all__ = ["VideoResult", "upscale_video"]
@@ -64,6 +82,7 @@ class VideoResult:
     output_bytes: int
     decode_errors: int = 0  # damaged video packets: skipped, or decoded with concealment (see docs/video.md)
     dropped_streams: list[str] = field(default_factory=list)  # streams the output container cannot hold
+    partial: str | None = None  # why the input was read only in part (with allow_partial), else None
 
 
 _END = object()
@@ -85,7 +104,7 @@ class _Job:
     def __init__(self, source: Path, target: Path, temporary: Path, container: av.container.InputContainer,
                  upscaler: Upscaler, encode: EncodeOptions, *, batch_size: int,
                  progress: Callable[[int], None] | None, time_range: tuple[float, float] | None,
-                 copy_streams: bool) -> None:
+                 copy_streams: bool, max_pixels: int, allow_partial: bool) -> None:
         self.source, self.target = source, target
         self.input = container
         self.upscaler = upscaler
@@ -97,8 +116,15 @@ class _Job:
         self.frames_written = 0
         self.decode_errors = 0
         self.concealed_frames = 0
+        self.allow_partial = allow_partial
+        self.partial: str | None = None
 
         self.video = main_video_stream(container, source)
+        context = self.video.codec_context
+        check_frame_size(source, context.width, context.height, max_pixels)
+        limit_decoder(self.video, max_pixels)
+        self.expected = expectation(self.video)
+        self.decoded_so_far = Decoded()
         info = describe(container, self.video, source)
         check_pixel_format(info)
         decoded_fmt = info.pix_fmt if is_native_format(info.pix_fmt) else native_fallback(info.pix_fmt)
@@ -142,8 +168,7 @@ class _Job:
             self.input.seek(offset, stream=self.video, backward=True, any_frame=False)
 
     def demux_and_decode(self) -> None:
-        self.video.thread_type = "AUTO"  # frame + slice threads in the decoder
-        self.video.codec_context.thread_count = 0
+        self.video.thread_type = "AUTO"  # frame + slice threads in the decoder (count bounded by limit_decoder)
         streams = [self.video, *(self.input.streams[index] for index in self.output.copied)]
         ring = self.transfer.input_ring
         self._seek_to_start()
@@ -166,10 +191,13 @@ class _Job:
                         pts = last_pts + 1
                     inside = self._in_range(pts)
                     if inside is None:
+                        self.decoded_so_far.reached_range_end = True
                         return
                     if not inside:
                         continue
                     last_pts = pts
+                    self.decoded_so_far.saw(float(pts * self.time_base),
+                                            float((frame.duration or self.default_step) * self.time_base))
                     if (frame.width, frame.height, frame.format.name) != (
                             self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt):
                         if (frame.width, frame.height) != (self.in_layout.width, self.in_layout.height) \
@@ -182,6 +210,9 @@ class _Job:
                     slot = ring.acquire()
                     copy_frame_into(frame, self.in_layout, ring.arrays[slot])
                     self.decoded.put((slot, _FrameMeta(pts, frame.duration or self.default_step)))
+            self.decoded_so_far.skipped_packets = self.decode_errors - self.concealed_frames
+            self.partial = check_complete(self.source, self.expected, self.decoded_so_far, self.time_range,
+                                          allow_partial=self.allow_partial)
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"{self.source}: read error ({exc}); the file may be truncated or damaged") from None
         finally:
@@ -282,7 +313,7 @@ class _Job:
             self.progress(len(metas))
 
     # ----------------------------------------------------------------- running
-    def _stage(self, body: Callable[[], None]) -> Callable[[], None]:
+    def _stage(self, body: Callable[[], None], finished: threading.Event) -> Callable[[], None]:
         def run() -> None:
             try:
                 body()
@@ -291,28 +322,45 @@ class _Job:
             except BaseException as exc:  # handed to the main thread and re-raised there
                 self.errors.append(exc)
                 self.stop.set()
+            finally:
+                finished.set()
         return run
 
     def run(self) -> None:
-        threads = [threading.Thread(target=self._stage(body), name=f"vapsr-{name}", daemon=True)
-                   for name, body in (("decode", self.demux_and_decode), ("infer", self.infer),
-                                      ("encode", self.encode_and_mux))]
+        stages = (("decode", self.demux_and_decode), ("infer", self.infer), ("encode", self.encode_and_mux))
+        finished = [threading.Event() for _ in stages]
+        threads = [threading.Thread(target=self._stage(body, done), name=f"vapsr-{name}", daemon=True)
+                   for (name, body), done in zip(stages, finished, strict=True)]
         for thread in threads:
             thread.start()
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(timeout=0.1)
+            # Events, not Thread.join(): a signal landing inside join() can make CPython take a live
+            # thread for finished, and the interpreter then exits under it (std::terminate, SIGABRT).
+            for done in finished:
+                while not done.wait(0.1):
+                    pass
         except BaseException:
             self.stop.set()
-            for thread in threads:
-                thread.join()
+            _wait_despite_signals(finished)
             raise
         if self.errors:
             raise self.output.user_facing(self.errors[0])
         if self.frames_written == 0:
             raise InputError(f"{self.source}: no video frame could be decoded"
                              + (" in the requested time range" if self.time_range else ""))
+
+
+def _wait_despite_signals(finished: list[threading.Event]) -> None:
+    """Wait until every stage has ended (they stop within moments once told); a second
+    Ctrl-C or SIGTERM meanwhile does not cut the wait short, the first one is still raised."""
+    while True:
+        try:
+            for done in finished:
+                while not done.wait(0.1):
+                    pass
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def upscale_video(
@@ -326,6 +374,8 @@ def upscale_video(
     time_range: tuple[float, float] | None = None,
     copy_streams: bool = True,
     overwrite: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_partial: bool = False,
 ) -> VideoResult:
     """Upscale the video of ``input_path`` into ``output_path``, keeping everything else in the file.
 
@@ -336,9 +386,12 @@ def upscale_video(
         time_range: only frames whose timestamp (seconds) lies in [start, end); timestamps stay as in the source.
         copy_streams: copy audio/subtitle/data/attachment streams, metadata and chapters (False: video only).
         overwrite: replace an existing ``output_path``.
+        max_pixels: refuse inputs whose pictures (width x height, from the header) are larger.
+        allow_partial: keep the output of an input that ends before its header says (truncated, cut
+            short, or shrinking while read) with a warning, instead of refusing it.
 
     Raises:
-        InputError: the input cannot be read or has no usable video.
+        InputError: the input cannot be read, has no usable video, is too large or ends early.
         OutputError: the output cannot be written (exists, is the input, no space, encoder refused).
         UsageError: encoder options that do not fit the codec or container.
     """
@@ -351,17 +404,21 @@ def upscale_video(
     started = time.perf_counter()
     with contextlib.closing(open_input(source)) as container, atomic_output(target, overwrite=overwrite) as temporary:
         job = _Job(source, target, temporary, container, upscaler, encode or EncodeOptions(),
-                   batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams)
+                   batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams,
+                   max_pixels=max_pixels, allow_partial=allow_partial)
         try:
             job.run()
         except BaseException:
             job.output.abandon()
             raise
         job.output.close()
+    if job.partial:
+        log.warning("%s: truncated or cut short (%s); kept the %d frames decoded, as --allow-partial asks",
+                    source, job.partial, job.frames_written)
     if job.decode_errors:
         skipped = job.decode_errors - job.concealed_frames
         log.warning("%s: damaged video data: %d packet(s) skipped, %d frame(s) concealed; %d frames written",
                     source, skipped, job.concealed_frames, job.frames_written)
     return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
                        output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
-                       dropped_streams=job.output.dropped_streams)
+                       dropped_streams=job.output.dropped_streams, partial=job.partial)
