@@ -73,10 +73,16 @@ def encoder_exists(name: str) -> bool:
     return True
 
 
+# Muxers without a codec tag table, for which FFmpeg cannot say what they hold: what they do hold.
+UNLISTED_MUXER_CODECS: dict[str, frozenset[str]] = {
+    "mpegts": frozenset({"h264", "hevc", "mpeg2video", "mpeg4"}),
+}
+
+
 def _container_holds(container: av.container.OutputContainer, encoder: str) -> bool:
-    codec_name = av.codec.Codec(encoder, "w").name
-    supported = container.supported_codecs
-    return codec_name in supported or encoder in supported
+    codec = av.codec.Codec(encoder, "w")
+    supported = container.supported_codecs | UNLISTED_MUXER_CODECS.get(container.format.name, frozenset())
+    return bool({codec.name, codec.canonical_name, encoder} & supported)
 
 
 def choose_codec(input_codec: str, container: av.container.OutputContainer, requested: str | None) -> str:
