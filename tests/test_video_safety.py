@@ -196,13 +196,20 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def default_stop_signals() -> None:
+    """Undo what the shell running the suite may have set (background jobs ignore SIGINT, nohup SIGHUP)."""
+    default_sigint()
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Running:
     """``vapsr-video`` in a child process, with its stderr collected as it comes."""
 
     def __init__(self, *args: str | Path) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "vapsr_video", *map(str, args)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint,
-                                        cwd=REPO_ROOT)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        preexec_fn=default_stop_signals, cwd=REPO_ROOT)
         self.stderr = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -262,6 +269,20 @@ def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path: Pat
     result = cli(short, tmp_path / "next.mkv", "--weights", tiny_weights, "--quiet")
     assert result.returncode == 0, result.stderr
     assert leftovers(tmp_path) == [mine.name]
+
+
+def test_an_input_truncated_while_it_is_read_is_refused(tmp_path: Path, long_clip: Path,
+                                                         tiny_weights: Path) -> None:
+    source = tmp_path / "growing-smaller.mkv"
+    source.write_bytes(long_clip.read_bytes())
+    target = tmp_path / "out.mkv"
+    job = Running(source, target, "--weights", tiny_weights)
+    job.wait_for_frames()
+    os.truncate(source, source.stat().st_size // 10)  # e.g. the copy it was reading from was cut short
+    returncode, stderr = job.finish(timeout=300)
+    assert returncode == ExitCode.BAD_INPUT, stderr
+    assert str(source) in stderr and "truncated" in stderr and "Traceback" not in stderr
+    assert not target.exists() and not leftovers(tmp_path)
 
 
 def test_a_file_that_appears_at_out_during_the_job_is_kept(tmp_path: Path, long_clip: Path,
