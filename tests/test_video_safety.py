@@ -239,6 +239,7 @@ STOPS = [pytest.param(signal.SIGINT, ExitCode.INTERRUPTED, "interrupted", id=f"S
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code, word", STOPS)
 def test_a_signal_during_frame_processing_stops_cleanly(tmp_path: Path, long_clip: Path, tiny_weights: Path,
                                                         signum: int, code: int, word: str) -> None:
@@ -253,6 +254,7 @@ def test_a_signal_during_frame_processing_stops_cleanly(tmp_path: Path, long_cli
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path: Path, long_clip: Path,
                                                                    tiny_weights: Path) -> None:
     target = tmp_path / "out.mkv"
@@ -271,6 +273,7 @@ def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path: Pat
     assert leftovers(tmp_path) == [mine.name]
 
 
+@pytest.mark.slow
 def test_an_input_truncated_while_it_is_read_is_refused(tmp_path: Path, long_clip: Path,
                                                          tiny_weights: Path) -> None:
     source = tmp_path / "growing-smaller.mkv"
@@ -285,10 +288,11 @@ def test_an_input_truncated_while_it_is_read_is_refused(tmp_path: Path, long_cli
     assert not target.exists() and not leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_file_that_appears_at_out_during_the_job_is_kept(tmp_path: Path, long_clip: Path,
                                                            tiny_weights: Path) -> None:
     source = tmp_path / "medium.mkv"
-    ffmpeg("-i", long_clip, "-frames:v", "150", "-c", "copy", source)
+    ffmpeg("-i", long_clip, "-frames:v", "80", "-c", "copy", source)
     target = tmp_path / "out.mkv"
     job = Running(source, target, "--weights", tiny_weights)
     job.wait_for_frames()
