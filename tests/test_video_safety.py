@@ -139,6 +139,29 @@ def test_audio_longer_than_the_video_is_not_a_short_read(tmp_path: Path, upscale
     assert upscale_video(source, tmp_path / "out.mkv", upscaler).frames == 12
 
 
+def without_stream_durations(source: Path, target: Path) -> Path:
+    """The same Matroska file as mkvmerge would write it: a segment duration but no per-stream
+    ``DURATION`` tags (renamed in place, so every offset in the file stays valid)."""
+    data = source.read_bytes()
+    assert data.count(b"DURATION") >= 2
+    target.write_bytes(data.replace(b"DURATION", b"DURATIOX"))
+    return target
+
+
+def test_matroska_without_stream_durations_is_checked_against_the_whole_file(
+        tmp_path: Path, upscaler: Upscaler) -> None:
+    whole = tmp_path / "whole.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=24:duration=1", "-f", "lavfi", "-i", "sine=duration=1.5",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", whole)
+    untagged = without_stream_durations(whole, tmp_path / "untagged.mkv")
+    # The audio runs 0.5 s past the video: it reaches the segment's end, so nothing is missing.
+    assert upscale_video(untagged, tmp_path / "out.mkv", upscaler).frames == 24
+    source = cut(untagged, tmp_path / "cut.mkv", 0.6)
+    with pytest.raises(InputError, match=r"cut\.mkv: truncated or cut short: the file stops at"):
+        upscale_video(source, tmp_path / "out-cut.mkv", upscaler)
+    assert not (tmp_path / "out-cut.mkv").exists() and not leftovers(tmp_path)
+
+
 def test_mpegts_output_is_written(tmp_path: Path, mkv_24_frames: Path, upscaler: Upscaler) -> None:
     target = tmp_path / "out.ts"  # once refused: "no available video encoder can write a mpegts file"
     assert upscale_video(mkv_24_frames, target, upscaler, copy_streams=False).frames == 24

@@ -123,7 +123,7 @@ class _Job:
         context = self.video.codec_context
         check_frame_size(source, context.width, context.height, max_pixels)
         limit_decoder(self.video, max_pixels)
-        self.expected = expectation(self.video)
+        self.expected = expectation(self.video, container)
         self.decoded_so_far = Decoded()
         info = describe(container, self.video, source)
         check_pixel_format(info)
@@ -170,6 +170,7 @@ class _Job:
     def demux_and_decode(self) -> None:
         self.video.thread_type = "AUTO"  # frame + slice threads in the decoder (count bounded by limit_decoder)
         streams = [self.video, *(self.input.streams[index] for index in self.output.copied)]
+        self.decoded_so_far.every_stream_read = len(streams) == len(self.input.streams)
         ring = self.transfer.input_ring
         self._seek_to_start()
         last_pts: int | None = None
@@ -177,6 +178,9 @@ class _Job:
         try:
             for packet in self.input.demux(streams):
                 if packet.stream.index != self.video.index:
+                    if packet.pts is not None and packet.time_base is not None:
+                        self.decoded_so_far.saw_packet(float(packet.pts * packet.time_base),
+                                                       float((packet.duration or 0) * packet.time_base))
                     self._forward_packet(packet)
                     continue
                 for frame in self._decode(packet):
