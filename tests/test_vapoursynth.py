@@ -167,7 +167,9 @@ SCRIPT_TIME_ERRORS = {
     "bad-scale": (noise_clip, {"scale": 5}, r"scale must be 2, 3 or 4"),
     "bad-model": (noise_clip, {"model": "esrgan", "weights": None}, r"model must be one of"),
     "fp16-on-cpu": (noise_clip, {"device": "cpu", "fp16": True}, r"fp16=True needs a CUDA device"),
-    "bad-streams": (noise_clip, {"num_streams": 0}, r"num_streams must be at least 1"),
+    "bad-streams": (noise_clip, {"num_streams": 0}, r"num_streams must be from 1 to 16, not 0"),
+    # Once made vspipe hang allocating a slot per stream (issue #9).
+    "huge-streams": (noise_clip, {"num_streams": 2**40}, r"num_streams must be from 1 to 16, not 1099511627776"),
     "bad-engine": (noise_clip, {"engine": "tensorrt"}, r"engine must be one of 'eager', 'compile', 'cuda-graphs'"),
     "cuda-graphs-on-cpu": (noise_clip, {"engine": "cuda-graphs"}, r"cuda-graphs"),
 }

@@ -1,4 +1,4 @@
-"""The names every front end offers (variants, precisions, engines) and the tile default.
+"""The names every front end offers (variants, precisions, engines) and the tile and size defaults.
 
 Kept free of torch so that building an argument parser, and so ``vapsr-video --help``,
 starts in a fraction of a second.
@@ -13,3 +13,8 @@ ENGINES = ("eager", "compile", "cuda-graphs")
 # Context around each tile, in input pixels. Measured on uniform noise (the worst case)
 # with the authors' x4 checkpoint: 32 leaves up to 1.5/255 at tile seams, 40 under 0.12/255.
 DEFAULT_TILE_OVERLAP = 40
+# Largest input picture (width x height) read by default: 8K (8192x4320, 35.4 MP) fits with room
+# to spare; a header declaring more is refused before any frame buffer is made (--max-pixels).
+DEFAULT_MAX_PIXELS = 50_000_000
+# Decoder threads per input: FFmpeg's "auto" means one per core, and each thread holds frames.
+MAX_DECODER_THREADS = 16

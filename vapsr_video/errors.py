@@ -16,7 +16,9 @@ class ExitCode:
     BAD_INPUT = 3  # unreadable, empty, truncated or non-media input
     BAD_OUTPUT = 4  # output exists, is the input, cannot be written, disk full
     BAD_WEIGHTS = 5  # a weights file that is not a usable VapSR checkpoint
+    HANGUP = 129  # the terminal went away (128 + SIGHUP)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    TERMINATED = 143  # asked to stop, e.g. by kill or a service manager (128 + SIGTERM)
 
 
 class VapsrError(Exception):
@@ -47,3 +49,17 @@ class UsageError(VapsrError):
     """Options that contradict each other or the machine (e.g. fp16 on a CPU)."""
 
     exit_code = ExitCode.USAGE
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that it stops the same clean way as Ctrl-C.
+
+    A subclass of :class:`KeyboardInterrupt`, so every ``except KeyboardInterrupt`` cleanup
+    applies to it too; ``exit_code`` is 128 + the signal number.
+    """
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.name = name
+        self.exit_code = 128 + signum

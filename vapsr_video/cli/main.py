@@ -4,15 +4,22 @@
 ``eval``, ``batch`` and ``train`` live in their own modules and are imported
 only when used, so a plain upscale starts fast; ``--version`` imports nothing
 else at all.
+
+One signal policy for every subcommand: SIGINT (Ctrl-C), SIGTERM and SIGHUP all
+become an exception in the main thread, so the running job tells its threads to
+stop, waits for them, removes its temporary files, and the command exits with
+128 + the signal number (130, 143, 129) after a one-line message.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
-from vapsr_video.errors import ExitCode, VapsrError
+from vapsr_video.errors import ExitCode, Terminated, VapsrError
 
 SUBCOMMANDS: dict[str, str] = {
     "eval": "vapsr_video.cli.evaluate",
@@ -29,12 +36,35 @@ def report_error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
 
 
+STOP_SIGNALS = {"SIGTERM": "terminated", "SIGHUP": "hung up"}
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum, STOP_SIGNALS.get(signal.Signals(signum).name, "stopped"))
+
+
+def install_signal_policy() -> None:
+    """SIGTERM and SIGHUP raise :class:`Terminated` in the main thread, as SIGINT raises KeyboardInterrupt.
+
+    A signal the parent set to be ignored (``nohup`` ignores SIGHUP) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _raise_terminated)
+
+
 def run_guarded(command: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
     """Run ``command``, turning expected failures into a message and an exit code."""
     try:
         return command(argv)
     except VapsrError as exc:
         report_error(str(exc))
+        return exc.exit_code
+    except Terminated as exc:
+        report_error(exc.name)
         return exc.exit_code
     except KeyboardInterrupt:
         report_error("interrupted")
@@ -48,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"{PROG} {__version__}")
         return ExitCode.OK
+    install_signal_policy()
     if args and args[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[args[0]])
         return run_guarded(module.main, args[1:])

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 from vapsr_video.cli.options import (
     add_encoder_arguments,
+    add_input_limit_arguments,
     add_model_arguments,
     encode_options_from_arguments,
+    integer,
     model_options_from_arguments,
 )
 from vapsr_video.errors import UsageError
@@ -34,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vapsr-video",
         description="Upscale a video or an image with VapSR. "
                     "Subcommands: eval, batch, train (see 'vapsr-video CMD -h').",
-        epilog="Exit codes: 0 done, 1 unexpected failure, 2 bad arguments, 3 unusable input, "
-               "4 output cannot be written, 5 unusable weights, 130 interrupted.",
+        epilog="Exit codes: 0 done, 1 unexpected failure, 2 bad arguments, 3 unusable input (also too large, "
+               "truncated or cut short), 4 output cannot be written, 5 unusable weights, 129/130/143 stopped by "
+               "SIGHUP/Ctrl-C/SIGTERM.",
     )
     parser.add_argument("input", help="video or image to upscale ('-': standard input)")
     parser.add_argument("output", help="where to write the result (format from the extension; "
@@ -48,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (warnings still shown)")
     add_model_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+    parser.add_argument("--batch-size", type=integer(1, 1024), default=4, metavar="N",
                         help="video frames per forward pass (default 4)")
+    add_input_limit_arguments(parser)
     add_encoder_arguments(parser)
     return parser
 
@@ -88,11 +92,8 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     from vapsr_video.safe_output import check_output_path
-    from vapsr_video.video.probe import probe_video
-
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {args.batch_size}")
     from vapsr_video.video.pipes import is_pipe, pipe_muxer
+    from vapsr_video.video.probe import probe_video
 
     if is_pipe(args.output):
         pipe_muxer(args.format)  # refuses a missing or unstreamable --format before any work
@@ -101,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
         return _upscale_video(args, None)
     if not is_pipe(args.output):
         check_output_path(args.input, args.output, overwrite=args.overwrite)
-    info = probe_video(args.input)
+    info = probe_video(args.input, max_pixels=args.max_pixels)
     if info.is_image and is_pipe(args.output):
         raise UsageError(f"{args.input}: a still image cannot be written to standard output; give a file name")
     if info.is_image:
@@ -110,7 +111,7 @@ def main(argv: Sequence[str]) -> int:
         if _video_options_given(args):
             log.warning("video encoder options are ignored for a still image")
         upscaler = model_options_from_arguments(args).build()
-        upscale_image_file(args.input, args.output, upscaler, overwrite=args.overwrite)
+        upscale_image_file(args.input, args.output, upscaler, overwrite=args.overwrite, max_pixels=args.max_pixels)
         if not args.quiet:
             print(f"{args.input} -> {args.output} ({human_size(Path(args.output).stat().st_size)})")
         return 0
@@ -158,7 +159,8 @@ def _upscale_video(args: argparse.Namespace, info: VideoInfo | None) -> int:
     try:
         result = upscale_video(args.input, args.output, upscaler, encode, batch_size=args.batch_size,
                                progress=bar.update, overwrite=args.overwrite, output_format=args.format,
-                               deinterlace=args.deinterlace)
+                               deinterlace=args.deinterlace, max_pixels=args.max_pixels,
+                               allow_partial=args.allow_partial)
         bar.finished()
     finally:
         bar.close()
@@ -170,6 +172,8 @@ def _upscale_video(args: argparse.Namespace, info: VideoInfo | None) -> int:
         notes = ""
         if result.decode_errors:
             notes += f", {result.decode_errors} damaged packet(s) skipped"
+        if result.partial:
+            notes += ", input cut short (kept as --allow-partial asks)"
         if result.dropped_streams:
             notes += f", {len(result.dropped_streams)} stream(s) left out"
         # With the video on standard output, the summary goes to stderr: stdout carries only the stream.

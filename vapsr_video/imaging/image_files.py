@@ -4,6 +4,9 @@ Pixels travel as H x W x 3 RGB arrays, uint8 or uint16 (16-bit PNG and TIFF keep
 their depth). Grayscale inputs become RGB, because the network is an RGB model;
 an alpha channel is kept (upscaled with plain bicubic interpolation, since the
 network was never trained on it) and written back where the format can hold it.
+
+A picture whose header declares more than ``max_pixels`` is refused before it is
+decoded, so a tiny crafted file cannot make the reader allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from vapsr_video.choices import DEFAULT_MAX_PIXELS
 from vapsr_video.errors import InputError, OutputError
 from vapsr_video.safe_output import atomic_output, check_output_path
 
@@ -99,12 +103,20 @@ def _check_readable(path: Path) -> None:
         raise InputError(f"{path}: empty file, not an image")
 
 
-def _decode_single_frame(path: Path) -> av.VideoFrame:
+def _decode_single_frame(path: Path, max_pixels: int) -> av.VideoFrame:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path}: not an image (no picture in it)")
-            frames = container.decode(video=0)
+            stream = container.streams.video[0]
+            context = stream.codec_context
+            if context.width * context.height > max_pixels:
+                raise InputError(f"{path}: the image is {context.width}x{context.height} "
+                                 f"({context.width * context.height:,} pixels), more than the limit of "
+                                 f"{max_pixels:,}; raise --max-pixels if the file is genuine")
+            # FFmpeg's own check too, for formats whose header the demuxer does not read.
+            context.options = {**context.options, "max_pixels": str(max_pixels)}
+            frames = container.decode(stream)
             frame = next(frames, None)
             if frame is None:
                 raise InputError(f"{path}: not a readable image (no picture could be decoded)")
@@ -120,11 +132,14 @@ def _has_alpha(pix_fmt: av.VideoFormat) -> bool:
     return pix_fmt.has_palette or any(component.is_alpha for component in pix_fmt.components)
 
 
-def read_image(path: str | Path) -> StillImage:
-    """Decode an image file into RGB (uint8, or uint16 for sources deeper than 8 bits)."""
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> StillImage:
+    """Decode an image file into RGB (uint8, or uint16 for sources deeper than 8 bits).
+
+    Raises :class:`InputError` for unreadable files and for pictures larger than ``max_pixels``.
+    """
     path = Path(path)
     _check_readable(path)
-    frame = _decode_single_frame(path)
+    frame = _decode_single_frame(path, max_pixels)
     source = frame.format
     deep = any(component.bits > 8 for component in source.components)
     try:
@@ -200,18 +215,23 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
     return np.rint(values.astype(np.float32) / 257.0).astype(np.uint8)
 
 
-def write_image(path: str | Path, image: StillImage, *, file_format: ImageFormat | None = None) -> None:
-    """Encode ``image`` into ``path`` (format from the extension unless given)."""
+def write_image(path: str | Path, image: StillImage, *, file_format: ImageFormat | None = None,
+                shown_as: str | Path | None = None) -> None:
+    """Encode ``image`` into ``path`` (format from the extension unless given).
+
+    ``shown_as``: the name errors give (the final output when ``path`` is its hidden temporary file).
+    """
     path = Path(path)
+    name = shown_as if shown_as is not None else path
     fmt = file_format or output_format(path)
     try:
-        data = _encode(image, fmt, path)
+        data = _encode(image, fmt, Path(name))
     except av.FFmpegError as exc:
-        raise OutputError(f"{path}: the {fmt.name} encoder failed ({exc})") from None
+        raise OutputError(f"{name}: the {fmt.name} encoder failed ({exc})") from None
     try:
         path.write_bytes(data)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
+        raise OutputError(f"{name}: cannot write ({exc.strerror or exc})") from None
 
 
 def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
@@ -231,14 +251,15 @@ def upscale_image(image: StillImage, upscaler: Upscaler) -> StillImage:
 
 
 def upscale_image_file(input_path: str | Path, output_path: str | Path, upscaler: Upscaler, *,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
     """Upscale one still image file into ``output_path``; returns the path written.
 
     The output appears only when complete; nothing is left behind on failure.
+    Inputs larger than ``max_pixels`` are refused before they are decoded.
     """
     target = check_output_path(input_path, output_path, overwrite=overwrite)
     fmt = output_format(target)
-    image = read_image(input_path)
+    image = read_image(input_path, max_pixels=max_pixels)
     if image.alpha is not None and fmt.pix_fmt_alpha is None:
         # Refuse before spending time on the network.
         raise OutputError(
@@ -247,7 +268,7 @@ def upscale_image_file(input_path: str | Path, output_path: str | Path, upscaler
         )
     result = upscale_image(image, upscaler)
     with atomic_output(target, overwrite=overwrite) as temporary:
-        write_image(temporary, result, file_format=fmt)
+        write_image(temporary, result, file_format=fmt, shown_as=target)
     return target
 
 

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 SCALES = (2, 3, 4)
 DEFAULT_STREAMS_CUDA = 2  # one frame computing while the next one's upload overlaps it
 DEFAULT_STREAMS_CPU = 1  # torch already spreads one frame over every core
+# Frames in flight at once: each holds its input, output and activations, so a huge number would
+# only queue memory (and 2**40 once made vspipe hang allocating slots); 16 is far past any speed-up.
+MAX_STREAMS = 16
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ def _check_options(options: FilterOptions) -> None:
         raise UsageError(f"{FILTER_NAME}: scale must be 2, 3 or 4, not {options.scale}")
     if options.model is not None and options.model not in VARIANTS:
         raise UsageError(f"{FILTER_NAME}: model must be one of {', '.join(map(repr, VARIANTS))}, not {options.model!r}")
-    if options.num_streams is not None and options.num_streams < 1:
-        raise UsageError(f"{FILTER_NAME}: num_streams must be at least 1, not {options.num_streams}")
+    if options.num_streams is not None and not 1 <= options.num_streams <= MAX_STREAMS:
+        raise UsageError(f"{FILTER_NAME}: num_streams must be from 1 to {MAX_STREAMS}, not {options.num_streams}")
     if options.tilesize is not None and options.tilesize < 0:
         raise UsageError(f"{FILTER_NAME}: tilesize must be 0 (whole frames) or positive, not {options.tilesize}")
     if options.overlap is not None and options.overlap < 0:

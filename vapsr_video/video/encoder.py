@@ -39,6 +39,11 @@ FALLBACK_ENCODERS = ("libx264", "libsvtav1", "libvpx-vp9", "mpeg4")
 # Quality defaults a little above the encoders' own, because an upscale is meant to keep detail.
 DEFAULT_CRF: dict[str, int] = {"libx264": 18, "libx265": 20, "libsvtav1": 30, "libvpx-vp9": 24}
 CRF_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1", "librav1e"})
+# Each encoder's --crf scale (FFmpeg's option ranges); any other encoder in CRF_ENCODERS: 0-63.
+CRF_RANGES: dict[str, tuple[int, int]] = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63),
+                                          "libvpx-vp9": (0, 63), "libaom-av1": (0, 63), "librav1e": (0, 255)}
+CRF_LIMITS = (0, 63)  # the widest scale among the usual encoders: checked when the options are parsed
+
 PRESET_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1"})
 # Encoders that take palette frames: the pipeline writes planar RGB and a filter graph makes the palettes.
 PALETTE_ENCODERS = frozenset({"gif"})
@@ -190,6 +195,9 @@ def encoder_settings(encoder: str, options: EncodeOptions) -> tuple[dict[str, st
     if options.crf is not None:
         if encoder not in CRF_ENCODERS:
             raise UsageError(f"--crf does not apply to {encoder}; use --bitrate or --encoder-option")
+        low, high = CRF_RANGES.get(encoder, CRF_LIMITS)
+        if not low <= options.crf <= high:
+            raise UsageError(f"--crf {options.crf} is outside {encoder}'s range {low}-{high}")
         settings["crf"] = str(options.crf)
     elif bit_rate is None and encoder in DEFAULT_CRF:
         settings["crf"] = str(DEFAULT_CRF[encoder])
@@ -201,6 +209,7 @@ def encoder_settings(encoder: str, options: EncodeOptions) -> tuple[dict[str, st
         settings["preset"] = options.preset
     if encoder == "libx265":
         settings.setdefault("x265-params", "log-level=error")
+    check_encoder_options(encoder, options.encoder_options)
     settings.update(options.encoder_options)
     return settings, bit_rate
 
@@ -219,6 +228,20 @@ def alpha_formats(encoder: str) -> dict[str, str]:
         if planar and alpha_twin(planar) and (planar not in found or alpha_twin(planar) == name):
             found[planar] = name
     return found
+
+
+def encoder_option_names(encoder: str) -> frozenset[str]:
+    """Every option ``encoder`` takes: its own and FFmpeg's generic codec options."""
+    supported = av.CodecContext.create(encoder, "w").supported_options
+    return frozenset(option.name for option in (*supported.generic, *supported.private))
+
+
+def check_encoder_options(encoder: str, options: dict[str, str]) -> None:
+    """Refuse options the encoder does not know, as ffmpeg does (FFmpeg itself would ignore them silently)."""
+    unknown = sorted(set(options) - encoder_option_names(encoder))
+    if unknown:
+        raise UsageError(f"{encoder} has no option {', '.join(map(repr, unknown))} "
+                         f"(see 'ffmpeg -h encoder={encoder}')")
 
 
 def choose_encoder(input_codec: str, source_fmt: str, container: av.container.OutputContainer,

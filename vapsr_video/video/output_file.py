@@ -119,6 +119,10 @@ class OutputFile:
                 copy_container_metadata(source, self.container)
                 self._keep_transport_stream_program(source)
             self._start_encoding()
+        except UsageError as exc:
+            self.abandon()
+            # The encoder choices are about this output file: say which (batch runs write many).
+            raise UsageError(f"{self.target}: {exc}") from None
         except BaseException:
             self.abandon()
             raise
@@ -164,8 +168,9 @@ class OutputFile:
         except (av.FFmpegError, OSError, ValueError) as exc:
             if is_disk_full(exc):
                 raise OutputError(f"{self.target}: no space left on the output device") from None
-            raise OutputError(f"{self.target}: the {self.encoder_name} encoder or the "
-                              f"{self.container.format.name} muxer refused the settings ({exc})") from None
+            # The settings are the user's (codec, preset, pixel format, options): a usage error.
+            raise UsageError(f"the {self.encoder_name} encoder or the "
+                             f"{self.container.format.name} muxer refused the settings ({exc})") from None
 
     def encode(self, frame: av.VideoFrame | None, alpha: tuple[np.ndarray, int] | None = None) -> list[av.Packet]:
         """Packets for ``frame`` (None: flush the encoder); disk-full errors pass through for :meth:`user_facing`.

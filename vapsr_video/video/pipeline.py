@@ -19,6 +19,15 @@ variable frame rates and non-zero start times stay in sync with the audio.
 Each thread first makes the upscaler's device its current CUDA device (PyTorch keeps one per
 thread, starting at cuda:0). A failing thread hands its exception over with the local variables
 of its frames cleared, so the tensors they held do not outlive the failure.
+
+Safety: the picture size is checked against ``max_pixels`` from the header before
+any buffer is made, and the decoder is bounded (threads, picture size); when the
+input ends, what was decoded is compared with what the header declares
+(``video/completeness.py``) and a short read is an input error unless
+``allow_partial``. The main thread never blocks in ``Thread.join()``: each stage
+sets its own event when it ends, and on an error or a signal (Ctrl-C, SIGTERM,
+SIGHUP) every stage is told to stop and waited for before the exception goes on,
+so no thread is left inside FFmpeg or torch while the interpreter shuts down.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import av
 import numpy as np
 import torch
 
+from vapsr_video.choices import DEFAULT_MAX_PIXELS
 from vapsr_video.errors import InputError, UsageError
 from vapsr_video.inference.cuda_support import clear_failure_frames, release_device_memory, use_device_in_this_thread
 from vapsr_video.inference.precision import precision_warning
@@ -56,11 +66,20 @@ from vapsr_video.video.colour import (
     rgb_to_yuv,
     yuv_to_rgb,
 )
+from vapsr_video.video.completeness import Decoded, check_complete, expectation
 from vapsr_video.video.encoder import EncodeOptions
 from vapsr_video.video.interlace import Fields
 from vapsr_video.video.output_file import OutputFile
 from vapsr_video.video.pipes import PIPE_FORMATS, STDIN_NAME, STDOUT_NAME, STDOUT_URL, is_pipe, pipe_muxer
-from vapsr_video.video.probe import alpha_decoder_for, check_pixel_format, describe, main_video_stream, open_input
+from vapsr_video.video.probe import (
+    alpha_decoder_for,
+    check_frame_size,
+    check_pixel_format,
+    describe,
+    limit_decoder,
+    main_video_stream,
+    open_input,
+)
 from vapsr_video.video.side_data import FrameSideDataWatch, read_static_hdr
 from vapsr_video.video.transfer import HostPlanes, make_transfer
 
@@ -79,6 +98,7 @@ class VideoResult:
     decode_errors: int = 0  # damaged video packets: skipped, or decoded with concealment (see docs/video.md)
     dropped_streams: list[str] = field(default_factory=list)  # streams the output container cannot hold
     nonfinite_pixels: int = 0  # output pixels the model gave as NaN/infinity (replaced by the Upscaler)
+    partial: str | None = None  # why the input was read only in part (with allow_partial), else None
 
 
 _END = object()
@@ -101,7 +121,8 @@ class _Job:
     def __init__(self, source: Path, target: Path, temporary: Path | str, container: av.container.InputContainer,
                  upscaler: Upscaler, encode: EncodeOptions, *, batch_size: int,
                  progress: Callable[[int], None] | None, time_range: tuple[float, float] | None,
-                 copy_streams: bool, output_format: str | None = None, deinterlace: str = "frame") -> None:
+                 copy_streams: bool, output_format: str | None = None, deinterlace: str = "frame",
+                 max_pixels: int = DEFAULT_MAX_PIXELS, allow_partial: bool = False) -> None:
         self.source, self.target = source, target
         self.input = container
         self.upscaler = upscaler
@@ -113,8 +134,15 @@ class _Job:
         self.frames_written = 0
         self.decode_errors = 0
         self.concealed_frames = 0
+        self.allow_partial = allow_partial
+        self.partial: str | None = None
 
         self.video = main_video_stream(container, source)
+        context = self.video.codec_context
+        check_frame_size(source, context.width, context.height, max_pixels)
+        limit_decoder(self.video, max_pixels)
+        self.expected = expectation(self.video, container)
+        self.decoded_so_far = Decoded()
         info = describe(container, self.video, source)
         check_pixel_format(info)
         decoded_fmt = info.pix_fmt if is_native_format(info.pix_fmt) else native_fallback(info.pix_fmt)
@@ -167,14 +195,17 @@ class _Job:
             self.input.seek(offset, stream=self.video, backward=True, any_frame=False)
 
     def demux_and_decode(self) -> None:
-        self.video.thread_type = "AUTO"  # frame + slice threads in the decoder
-        self.video.codec_context.thread_count = 0
+        self.video.thread_type = "AUTO"  # frame + slice threads in the decoder (count bounded by limit_decoder)
         streams = [self.video, *(self.input.streams[index] for index in self.output.copied)]
+        self.decoded_so_far.every_stream_read = len(streams) == len(self.input.streams)
         self._seek_to_start()
         state = {"last_pts": None, "warned_resize": False}
         try:
             for packet in self.input.demux(streams):
                 if packet.stream.index != self.video.index:
+                    if packet.pts is not None and packet.time_base is not None:
+                        self.decoded_so_far.saw_packet(float(packet.pts * packet.time_base),
+                                                       float((packet.duration or 0) * packet.time_base))
                     self._forward_packet(packet)
                     continue
                 for frame in self._deinterlaced(self._decode(packet)):
@@ -183,6 +214,9 @@ class _Job:
             for frame in self._deinterlaced(None):  # the frames the deinterlacer still holds
                 if not self._take(frame, state):
                     return
+            self.decoded_so_far.skipped_packets = self.decode_errors - self.concealed_frames
+            self.partial = check_complete(self.source, self.expected, self.decoded_so_far, self.time_range,
+                                          allow_partial=self.allow_partial)
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"{self.source}: read error ({exc}); the file may be truncated or damaged") from None
         finally:
@@ -202,10 +236,13 @@ class _Job:
             pts = last_pts + 1
         inside = self._in_range(pts)
         if inside is None:
+            self.decoded_so_far.reached_range_end = True
             return False
         if not inside:
             return True
         state["last_pts"] = pts
+        self.decoded_so_far.saw(float(pts * self.time_base),
+                                float((frame.duration or self.default_step) * self.time_base))
         alpha = self._alpha_of(frame) if self.source_alpha else None
         if (frame.width, frame.height, frame.format.name) != (
                 self.in_layout.width, self.in_layout.height, self.in_layout.pix_fmt) and not self._planes_fit(frame):
@@ -345,7 +382,7 @@ class _Job:
             self.progress(len(metas))
 
     # ----------------------------------------------------------------- running
-    def _stage(self, body: Callable[[], None]) -> Callable[[], None]:
+    def _stage(self, body: Callable[[], None], finished: threading.Event) -> Callable[[], None]:
         def run() -> None:
             try:
                 use_device_in_this_thread(self.upscaler.device)
@@ -356,28 +393,45 @@ class _Job:
                 clear_failure_frames(exc)  # its traceback would keep this batch's tensors alive
                 self.errors.append(exc)
                 self.stop.set()
+            finally:
+                finished.set()
         return run
 
     def run(self) -> None:
-        threads = [threading.Thread(target=self._stage(body), name=f"vapsr-{name}", daemon=True)
-                   for name, body in (("decode", self.demux_and_decode), ("infer", self.infer),
-                                      ("encode", self.encode_and_mux))]
+        stages = (("decode", self.demux_and_decode), ("infer", self.infer), ("encode", self.encode_and_mux))
+        finished = [threading.Event() for _ in stages]
+        threads = [threading.Thread(target=self._stage(body, done), name=f"vapsr-{name}", daemon=True)
+                   for (name, body), done in zip(stages, finished, strict=True)]
         for thread in threads:
             thread.start()
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(timeout=0.1)
+            # Events, not Thread.join(): a signal landing inside join() can make CPython take a live
+            # thread for finished, and the interpreter then exits under it (std::terminate, SIGABRT).
+            for done in finished:
+                while not done.wait(0.1):
+                    pass
         except BaseException:
             self.stop.set()
-            for thread in threads:
-                thread.join()
+            _wait_despite_signals(finished)
             raise
         if self.errors:
             raise self.output.user_facing(self.errors[0])
         if self.frames_written == 0:
             raise InputError(f"{self.source}: no video frame could be decoded"
                              + (" in the requested time range" if self.time_range else ""))
+
+
+def _wait_despite_signals(finished: list[threading.Event]) -> None:
+    """Wait until every stage has ended (they stop within moments once told); a second
+    Ctrl-C or SIGTERM meanwhile does not cut the wait short, the first one is still raised."""
+    while True:
+        try:
+            for done in finished:
+                while not done.wait(0.1):
+                    pass
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def upscale_video(
@@ -393,6 +447,8 @@ def upscale_video(
     overwrite: bool = False,
     output_format: str | None = None,
     deinterlace: str = "frame",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_partial: bool = False,
 ) -> VideoResult:
     """Upscale the video of ``input_path`` into ``output_path``, keeping everything else in the file.
 
@@ -407,9 +463,12 @@ def upscale_video(
             output, streamed as it is encoded; see ``video/pipes.py``). ``input_path`` may be ``-`` too.
         deinterlace: interlaced input is deinterlaced with bwdif, ``"frame"`` (one frame per frame) or
             ``"field"`` (one frame per field); see ``video/interlace.py``.
+        max_pixels: refuse inputs whose pictures (width x height, from the header) are larger.
+        allow_partial: keep the output of an input that ends before its header says (truncated, cut
+            short, or shrinking while read) with a warning, instead of refusing it.
 
     Raises:
-        InputError: the input cannot be read or has no usable video.
+        InputError: the input cannot be read, has no usable video, is too large or ends early.
         OutputError: the output cannot be written (exists, is the input, no space, encoder refused).
         UsageError: encoder options that do not fit the codec or container.
     """
@@ -421,7 +480,7 @@ def upscale_video(
         return _upscale_through_pipes(input_path, output_path, upscaler, encode or EncodeOptions(),
                                       batch_size=batch_size, progress=progress, time_range=time_range,
                                       copy_streams=copy_streams, overwrite=overwrite, output_format=output_format,
-                                      deinterlace=deinterlace)
+                                      deinterlace=deinterlace, max_pixels=max_pixels, allow_partial=allow_partial)
     source = Path(input_path)
     target = check_output_path(source, output_path, overwrite=overwrite)
     started = time.perf_counter()
@@ -430,13 +489,13 @@ def upscale_video(
         job = _Job(source, target, temporary, container, upscaler, encode or EncodeOptions(),
                    batch_size=batch_size, progress=progress, time_range=time_range, copy_streams=copy_streams,
                    output_format=PIPE_FORMATS.get(output_format) if output_format else None,
-                   deinterlace=deinterlace)
+                   deinterlace=deinterlace, max_pixels=max_pixels, allow_partial=allow_partial)
         _run_to_the_end(job, upscaler, target)
     _report_damage(job, source)
     return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
                        output_bytes=target.stat().st_size, decode_errors=job.decode_errors,
                        dropped_streams=job.output.dropped_streams,
-                       nonfinite_pixels=_nonfinite_pixels(upscaler) - nonfinite_before)
+                       nonfinite_pixels=_nonfinite_pixels(upscaler) - nonfinite_before, partial=job.partial)
 
 
 def _run_to_the_end(job: _Job, upscaler: Upscaler, target: Path | str) -> None:
@@ -458,6 +517,9 @@ def _run_to_the_end(job: _Job, upscaler: Upscaler, target: Path | str) -> None:
 
 
 def _report_damage(job: _Job, source: Path | str) -> None:
+    if job.partial:
+        log.warning("%s: truncated or cut short (%s); kept the %d frames decoded, as --allow-partial asks",
+                    source, job.partial, job.frames_written)
     if job.decode_errors:
         skipped = job.decode_errors - job.concealed_frames
         log.warning("%s: damaged video data: %d packet(s) skipped, %d frame(s) concealed; %d frames written",
@@ -467,7 +529,8 @@ def _report_damage(job: _Job, source: Path | str) -> None:
 def _upscale_through_pipes(input_path: str | Path, output_path: str | Path, upscaler: Upscaler,
                            encode: EncodeOptions, *, batch_size: int, progress: Callable[[int], None] | None,
                            time_range: tuple[float, float] | None, copy_streams: bool, overwrite: bool,
-                           output_format: str | None, deinterlace: str) -> VideoResult:
+                           output_format: str | None, deinterlace: str, max_pixels: int,
+                           allow_partial: bool) -> VideoResult:
     """``upscale_video`` with standard input and/or output: no atomic publish for a pipe (see video/pipes.py)."""
     to_stdout = is_pipe(output_path)
     source = STDIN_NAME if is_pipe(input_path) else Path(input_path)
@@ -484,13 +547,13 @@ def _upscale_through_pipes(input_path: str | Path, output_path: str | Path, upsc
             destination = stack.enter_context(atomic_output(target, overwrite=overwrite))
         job = _Job(source, target, destination, container, upscaler, encode, batch_size=batch_size,
                    progress=progress, time_range=time_range, copy_streams=copy_streams, output_format=muxer,
-                   deinterlace=deinterlace)
+                   deinterlace=deinterlace, max_pixels=max_pixels, allow_partial=allow_partial)
         _run_to_the_end(job, upscaler, target)
     _report_damage(job, source)
     return VideoResult(frames=job.frames_written, seconds=time.perf_counter() - started,
                        output_bytes=0 if to_stdout else target.stat().st_size, decode_errors=job.decode_errors,
                        dropped_streams=job.output.dropped_streams,
-                       nonfinite_pixels=_nonfinite_pixels(upscaler) - nonfinite_before)
+                       nonfinite_pixels=_nonfinite_pixels(upscaler) - nonfinite_before, partial=job.partial)
 
 
 def _nonfinite_pixels(upscaler: Upscaler) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 
+from vapsr_video.choices import DEFAULT_MAX_PIXELS, MAX_DECODER_THREADS
 from vapsr_video.errors import InputError
 from vapsr_video.video.colour import is_native_format, native_fallback
 from vapsr_video.video.pipes import STDIN_NAME, STDIN_URL, is_pipe
@@ -94,7 +95,7 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
-def _tag_seconds(text: str | None) -> float | None:
+def tag_seconds(text: str | None) -> float | None:
     """Matroska's per-stream ``DURATION`` tag, ``HH:MM:SS.nnnnnnnnn``."""
     if not text:
         return None
@@ -115,7 +116,7 @@ def describe(container: av.container.InputContainer, stream: av.video.stream.Vid
     if duration is None:
         # Matroska's DURATION tag is where the stream ends, not how long it lasts: a stream that starts
         # at 0.023 s and has 20 frames of 0.04 s says 0.823 s, which would estimate 21 frames.
-        duration = _tag_seconds(stream.metadata.get("DURATION"))
+        duration = tag_seconds(stream.metadata.get("DURATION"))
         span = duration - start if duration is not None else None
     if duration is None and container.duration is not None:
         duration = span = container.duration / av.time_base
@@ -130,6 +131,21 @@ def describe(container: av.container.InputContainer, stream: av.video.stream.Vid
                      frame_rate=frame_rate, start_time=start, is_image=is_image)
 
 
+def check_frame_size(path: str | Path, width: int, height: int, max_pixels: int) -> None:
+    """Refuse a picture larger than ``max_pixels`` from its declared size, before anything is allocated."""
+    if width * height > max_pixels:
+        raise InputError(f"{path}: its pictures are {width}x{height} ({width * height:,} pixels), more than the "
+                         f"limit of {max_pixels:,}; raise --max-pixels if the file is genuine")
+
+
+def limit_decoder(stream: av.video.stream.VideoStream, max_pixels: int) -> None:
+    """Bound what the decoder may allocate: its thread count, and the picture size (a stream that
+    declares a small size and then switches to a huge one is refused by FFmpeg itself)."""
+    context = stream.codec_context
+    context.thread_count = min(os.cpu_count() or 1, MAX_DECODER_THREADS)
+    context.options = {**context.options, "max_pixels": str(max_pixels)}
+
+
 def check_pixel_format(info: VideoInfo) -> None:
     if info.pix_fmt == "none":
         raise InputError(f"{info.path}: the video stream has no decodable picture format (codec {info.codec})")
@@ -137,20 +153,23 @@ def check_pixel_format(info: VideoInfo) -> None:
         raise InputError(f"{info.path}: unsupported pixel format {info.pix_fmt}")
 
 
-def probe_video(path: str | Path) -> VideoInfo:
+def probe_video(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoInfo:
     """Cheaply describe a media file with a picture (video or still image).
 
     Raises :class:`InputError` for missing, empty, unreadable, truncated or
-    non-media files, files without a video stream, unsupported pixel formats,
-    and files whose first frame cannot be decoded.
+    non-media files, files without a video stream, pictures larger than
+    ``max_pixels`` (judged from the header, before decoding), unsupported pixel
+    formats, and files whose first frame cannot be decoded.
     """
     source = Path(path)
     with contextlib.closing(open_input(source)) as container:
         stream = main_video_stream(container, source)
         if not stream.codec_context.width or not stream.codec_context.height:
             raise InputError(f"{source}: the video stream has no frame size (damaged or unsupported)")
+        check_frame_size(source, stream.codec_context.width, stream.codec_context.height, max_pixels)
         info = describe(container, stream, source)
         check_pixel_format(info)
+        limit_decoder(stream, max_pixels)
         _decode_first_frame(container, stream, source)
     return info
 
