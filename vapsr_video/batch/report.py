@@ -39,16 +39,17 @@ class BatchReport:
     wall_seconds: float
     interrupted: bool
     files: list[FileEntry] = field(default_factory=list)
+    stop_code: int = ExitCode.INTERRUPTED  # with ``interrupted``: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
 
     @classmethod
     def from_jobs(cls, jobs: list[JobRow], *, source: str, destination: str, run_id: int, wall_seconds: float,
-                  interrupted: bool = False) -> BatchReport:
+                  interrupted: bool = False, stop_code: int = ExitCode.INTERRUPTED) -> BatchReport:
         entries = [
             FileEntry(job.rel_path, job.output, job.state, job.reason, job.attempts, job.frames, job.work_seconds,
                       job.input_bytes, job.output_bytes, job.run_id == run_id and job.state in ("done", "failed"))
             for job in jobs
         ]
-        return cls(source, destination, wall_seconds, interrupted, entries)
+        return cls(source, destination, wall_seconds, interrupted, entries, stop_code)
 
     def count(self, state: str) -> int:
         return sum(1 for entry in self.files if entry.state == state)
@@ -81,9 +82,9 @@ class BatchReport:
 
     @property
     def exit_code(self) -> int:
-        """0: everything done or skipped; 1: something failed; 130: interrupted."""
+        """0: everything done or skipped; 1: something failed; 130/143/129: stopped by Ctrl-C/SIGTERM/SIGHUP."""
         if self.interrupted:
-            return ExitCode.INTERRUPTED
+            return self.stop_code
         return ExitCode.FAILED if self.count("failed") or self.count("pending") else ExitCode.OK
 
     def to_json(self) -> str:

@@ -37,7 +37,8 @@ from vapsr_video.batch.report import BatchReport
 from vapsr_video.batch.safety import STATE_DIR_NAME
 from vapsr_video.batch.sync import Decision, reconcile
 from vapsr_video.batch.tasks import UnitSettings
-from vapsr_video.errors import InputError, OutputError, UsageError
+from vapsr_video.choices import DEFAULT_MAX_PIXELS
+from vapsr_video.errors import ExitCode, InputError, OutputError, Terminated, UsageError
 from vapsr_video.inference.options import ModelOptions, stable_digest
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class BatchSettings:
         db_path: the job database (default ``DST/.vapsr-batch/jobs.sqlite``; keep it on a local disk).
         lease_seconds: a worker silent this long on another machine is presumed dead.
         quiet: no progress bars.
+        max_pixels, allow_partial: the input limits of ``upscale_video`` (a truncated input fails
+            unless ``allow_partial``; a file that already failed so needs ``retry_failed`` too).
     """
 
     include: tuple[str, ...] = ()
@@ -82,6 +85,8 @@ class BatchSettings:
     db_path: Path | None = None
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     quiet: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -153,11 +158,15 @@ def _run(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, setti
     state_dir = dst / STATE_DIR_NAME
     log_handler = _log_to_file(state_dir / LOG_NAME)
     in_main_thread = threading.current_thread() is threading.main_thread()
+    # The command line installs one signal policy for every command (cli/main.py); a program that
+    # calls run_batch itself and left SIGTERM alone gets the same clean, resumable stop.
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
-        if sys.platform != "win32" and in_main_thread else None
+        if sys.platform != "win32" and in_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL \
+        else None
     started = time.perf_counter()
     db: JobsDB | None = None
     interrupted = False
+    stop_code = ExitCode.INTERRUPTED
     try:
         db = JobsDB(db_path, lease_seconds=settings.lease_seconds)
         run_id = db.start_run()
@@ -166,6 +175,7 @@ def _run(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, setti
         decisions = reconcile(db, sources, digest, overwrite=settings.overwrite, retry_failed=settings.retry_failed,
                               run_id=run_id, dst=dst)
         unit_settings = UnitSettings(dst=dst, encode=encode, batch_size=settings.batch_size,
+                                     max_pixels=settings.max_pixels, allow_partial=settings.allow_partial,
                                      segment_seconds=settings.segment_seconds, state_dir=state_dir)
         policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_seconds=settings.retry_backoff)
         wanted = {decision.source.rel_path for decision in decisions}
@@ -174,12 +184,14 @@ def _run(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, setti
             if todo:
                 run_units(backend, model, unit_settings, db_path=db_path, todo=todo, policy=policy, run_id=run_id,
                           lease_seconds=settings.lease_seconds, quiet=settings.quiet, options_digest=digest)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as errors.Terminated
             interrupted = True
+            stop_code = getattr(stop, "exit_code", ExitCode.INTERRUPTED)
         remove_finished_work(db, unit_settings)
         jobs = [job for job in db.jobs() if job.rel_path in wanted]
         report = BatchReport.from_jobs(jobs, source=str(src), destination=str(dst), run_id=run_id,
-                                       wall_seconds=time.perf_counter() - started, interrupted=interrupted)
+                                       wall_seconds=time.perf_counter() - started, interrupted=interrupted,
+                                       stop_code=stop_code)
         report.write(state_dir / LAST_REPORT_NAME)
         db.finish_run(run_id, "interrupted" if interrupted else ("failed" if report.exit_code else "ok"))
         log.info("batch run %d finished: %s", run_id, json.dumps(report.totals))
@@ -215,4 +227,4 @@ def _log_to_file(path: Path) -> logging.Handler:
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # a service stop is handled like Ctrl-C: clean stop, resumable
+    raise Terminated(signum, "terminated")  # a service stop is handled like Ctrl-C: clean stop, resumable

@@ -35,6 +35,7 @@ import torch
 from vapsr_video.batch.jobs_db import Claim, JobRow, output_identity
 from vapsr_video.batch.safety import OVERWRITE_HINT, STATE_DIR_NAME, check_publish_target
 from vapsr_video.batch.segments import SegmentRange, assemble, plan_segments
+from vapsr_video.choices import DEFAULT_MAX_PIXELS
 from vapsr_video.errors import InputError, OutputError, UsageError, VapsrError, WeightsError
 from vapsr_video.inference.cuda_support import drop_traceback, release_device_memory
 from vapsr_video.safe_output import publish as publish_file
@@ -68,6 +69,8 @@ class UnitSettings:
     batch_size: int = 4
     segment_seconds: float = 300.0
     state_dir: Path = field(default=Path())
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         if self.state_dir == Path():
@@ -185,7 +188,8 @@ def _upscale(source: str, target: Path, upscaler: Upscaler, settings: UnitSettin
     from vapsr_video.video.pipeline import upscale_video
 
     return upscale_video(source, target, upscaler, settings.encode, batch_size=settings.batch_size,
-                         progress=progress, overwrite=True, **kwargs)
+                         progress=progress, overwrite=True, max_pixels=settings.max_pixels,
+                         allow_partial=settings.allow_partial, **kwargs)
 
 
 def _duration(source: str) -> float | None:

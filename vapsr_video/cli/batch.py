@@ -25,6 +25,7 @@ from vapsr_video.batch.safety import STATE_DIR_NAME, printable
 from vapsr_video.batch.sync import Decision
 from vapsr_video.cli.options import (
     add_encoder_arguments,
+    add_input_limit_arguments,
     add_model_arguments,
     encode_options_from_arguments,
     model_options_from_arguments,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "skipped, with their reasons")
     add_model_arguments(parser)
     add_encoder_arguments(parser)
+    add_input_limit_arguments(parser)
     return parser
 
 
@@ -98,7 +100,8 @@ def settings_from_arguments(args: argparse.Namespace) -> BatchSettings:
                          overwrite=args.overwrite, retry_failed=args.retry_failed, batch_size=args.batch_size,
                          segment_seconds=args.segment_seconds, max_attempts=args.max_attempts,
                          retry_backoff=args.retry_backoff, db_path=Path(args.db) if args.db else None,
-                         lease_seconds=args.lease_seconds, quiet=args.quiet)
+                         lease_seconds=args.lease_seconds, quiet=args.quiet, max_pixels=args.max_pixels,
+                         allow_partial=args.allow_partial)
 
 
 def backend_from_arguments(args: argparse.Namespace) -> Backend:
