@@ -18,3 +18,6 @@ DEFAULT_TILE_OVERLAP = 40
 DEFAULT_MAX_PIXELS = 50_000_000
 # Decoder threads per input: FFmpeg's "auto" means one per core, and each thread holds frames.
 MAX_DECODER_THREADS = 16
+# The widest --crf scale among the usual encoders (SVT-AV1, VP9: 0-63); each encoder's own range
+# is checked once it is chosen (video/encoder.py).
+CRF_LIMITS = (0, 63)

@@ -11,12 +11,10 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vapsr_video.choices import DEFAULT_MAX_PIXELS, ENGINES, PRECISION_NAMES, SCALES, VARIANTS
+from vapsr_video.choices import CRF_LIMITS, DEFAULT_MAX_PIXELS, ENGINES, PRECISION_NAMES, SCALES, VARIANTS
 from vapsr_video.choices import DEFAULT_TILE_OVERLAP as DEFAULT_OVERLAP
 from vapsr_video.errors import UsageError
 
-# Must match video/encoder.py's CRF_LIMITS (kept here so that parsing needs neither PyAV nor torch).
-CRF_LIMITS = (0, 63)
 MAX_TILE = 1 << 16  # larger than any picture --max-pixels lets through by default
 
 

@@ -29,13 +29,19 @@ def container_holds(container: av.container.OutputContainer, codec_name: str) ->
     """Whether ``container`` can store a stream of ``codec_name`` (a codec id or a coder's name)."""
     known = MUXER_CODECS.get(container.format.name)
     if known is not None:
-        return codec_name in known or _codec_id(codec_name) in known
+        return codec_name in known or codec_id_name(codec_name) in known
     supported = container.supported_codecs
-    return codec_name in supported or _codec_id(codec_name) in supported
+    return codec_name in supported or codec_id_name(codec_name) in supported
 
 
-def _codec_id(name: str) -> str:
-    for mode in ("w", "r"):
+def codec_id_name(name: str) -> str:
+    """The codec a decoder or encoder name stands for: ``libdav1d`` -> ``av1``, ``h264_cuvid`` -> ``h264``.
+
+    PyAV may pick any decoder FFmpeg offers for a stream (dav1d or libaom for AV1, a hardware
+    variant, ...); the rule "codec follows the input" is about the format, not about that choice.
+    A name FFmpeg does not know is returned as it is.
+    """
+    for mode in ("r", "w"):
         try:
             return av.codec.Codec(name, mode).canonical_name
         except (ValueError, av.FFmpegError):

@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import av
 
+from vapsr_video.choices import CRF_LIMITS
 from vapsr_video.errors import UsageError
 from vapsr_video.video.colour import (
     ColourSpec,
@@ -19,7 +20,7 @@ from vapsr_video.video.colour import (
     native_fallback,
     plane_layout,
 )
-from vapsr_video.video.containers import container_holds
+from vapsr_video.video.containers import codec_id_name, container_holds
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ CRF_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "liba
 # Each encoder's --crf scale (FFmpeg's option ranges); any other encoder in CRF_ENCODERS: 0-63.
 CRF_RANGES: dict[str, tuple[int, int]] = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63),
                                           "libvpx-vp9": (0, 63), "libaom-av1": (0, 63), "librav1e": (0, 255)}
-CRF_LIMITS = (0, 63)  # the widest scale among the usual encoders: checked when the options are parsed
 
 PRESET_ENCODERS = frozenset({"libx264", "libx265", "libsvtav1"})
 # Encoders that take palette frames: the pipeline writes planar RGB and a filter graph makes the palettes.
@@ -98,38 +98,19 @@ def encoder_exists(name: str) -> bool:
     return True
 
 
-def codec_id_name(name: str) -> str:
-    """The codec a decoder or encoder name stands for: ``libdav1d`` -> ``av1``, ``h264_cuvid`` -> ``h264``.
-
-    PyAV may pick any decoder FFmpeg offers for a stream (dav1d or libaom for AV1, a hardware
-    variant, ...); the rule "codec follows the input" is about the format, not about that choice.
-    A name FFmpeg does not know is returned as it is.
-    """
-    for mode in ("r", "w"):
-        try:
-            return av.codec.Codec(name, mode).canonical_name
-        except (ValueError, av.FFmpegError):
-            continue
-    return name
-
-
-def _container_holds(container: av.container.OutputContainer, encoder: str) -> bool:
-    return container_holds(container, encoder)
-
-
 def choose_codec(input_codec: str, container: av.container.OutputContainer, requested: str | None) -> str:
     """The user's codec, else the one matching the input, else one the output container can hold."""
     if requested:
         if not encoder_exists(requested):
             raise UsageError(f"video encoder {requested!r} is not available in this FFmpeg build")
-        if not _container_holds(container, requested):
+        if not container_holds(container, requested):
             raise UsageError(f"a {container.format.name} file cannot hold {requested} video; "
                              "choose another --codec or output extension")
         return requested
     preferred = ENCODER_FOR_CODEC.get(codec_id_name(input_codec))
     candidates = ([preferred] if preferred else []) + list(FALLBACK_ENCODERS)
     for candidate in candidates:
-        if encoder_exists(candidate) and _container_holds(container, candidate):
+        if encoder_exists(candidate) and container_holds(container, candidate):
             if preferred and candidate != preferred:
                 log.warning("a %s file cannot hold %s video; encoding with %s instead",
                             container.format.name, preferred, candidate)
