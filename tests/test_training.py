@@ -217,3 +217,17 @@ def test_time_limit_stops_training_and_exports(image_folder: Path, tmp_path: Pat
     assert 0 < done < 100000
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == done
     assert time.monotonic() - started < 6 + 30  # the limit plus start-up and export on a loaded CPU
+
+
+def test_export_only_records_how_the_checkpoint_was_trained(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    subprocess.run(train_command(image_folder, out, 4, "--lr", "3e-4"), check=True, capture_output=True)
+    (out / "vapsr-s-x2.safetensors").unlink()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    export = [sys.executable, "-m", "vapsr_video", "train", str(other), "--out", str(out), "--model", "vapsr-s",
+              "--scale", "2", "--export-only"]
+    subprocess.run(export, check=True, capture_output=True)
+    metadata = read_state_dict(out / "vapsr-s-x2.safetensors")[1]
+    assert metadata["training_data"] == image_folder.name  # the run's data, not the export command's
+    assert "Adam lr 0.0003" in metadata["recipe"] and metadata["batch_size"] == "2"

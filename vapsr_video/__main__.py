@@ -1,5 +1,3 @@
-import sys
+from vapsr_video.cli.main import entry
 
-from vapsr_video.cli.main import main
-
-sys.exit(main())
+entry()

@@ -13,11 +13,15 @@ stop, waits for them, removes its temporary files, and the command exits with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from vapsr_video.errors import ExitCode, Terminated, VapsrError
 
@@ -87,5 +91,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(upscale.main, args)
 
 
+def entry() -> NoReturn:
+    """The ``vapsr-video`` command: :func:`main`, then an exit without interpreter finalisation.
+
+    By the time :func:`main` returns, every output is closed, synced and renamed, every
+    worker thread has ended and the exit code is decided. Native libraries can still
+    hold threads of their own (PyTorch's pools, the decoders' and encoders'); tearing
+    the interpreter and their static objects down around them can end a finished run in
+    ``std::terminate`` (SIGABRT, exit 134). So the command flushes its streams and logs
+    and leaves with the code the run chose. (``main`` itself returns normally, for
+    callers in Python.)
+    """
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # e.g. a pipe whose reader has gone
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

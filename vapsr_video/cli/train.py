@@ -76,6 +76,7 @@ def main(argv: Sequence[str]) -> int:
     if args.export_only:
         if not trainer.try_resume():
             raise SystemExit(f"{trainer.checkpoint_path}: no checkpoint to export")
+        trainer.adopt_recorded_recipe()
         print(trainer.export())
         return 0
     print(trainer.train())

@@ -140,6 +140,10 @@ class TrainingStep:
         return loss.detach()
 
 
+# What export-only takes from the checkpoint: the settings that describe how the weights were made.
+RECORDED_RECIPE = ("data", "batch_size", "lr_patch", "lr", "min_lr", "warmup", "ema_decay", "seed", "warm_start")
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -164,6 +168,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config.lr)
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+        self.recorded_config: dict[str, object] = {}  # the checkpoint's TrainConfig, after try_resume
         self.step = TrainingStep(self.model, self.optimizer, self.device, config.compile)
 
     @property
@@ -202,11 +207,19 @@ class Trainer:
             self.config.iterations = planned
         self.history = json.loads(state["history"])
         self.copied = json.loads(state["copied"])
+        self.recorded_config = dict(state["config"])
         # A resumed run was warm-started by its first command, whatever this one says.
         self.config.warm_start = self.config.warm_start or state["config"].get("warm_start")
         log.info("resumed from %s at iteration %d of %d", self.checkpoint_path, self.iteration,
                  self.config.iterations)
         return True
+
+    def adopt_recorded_recipe(self) -> None:
+        """Take the data and recipe the checkpoint's run was trained with (after :meth:`try_resume`),
+        so that exporting it alone writes how it was made, not the defaults of the export command."""
+        for key in RECORDED_RECIPE:
+            if key in self.recorded_config:
+                setattr(self.config, key, self.recorded_config[key])
 
     def _update_ema(self) -> None:
         update_ema(self.ema, self.model, self.config.ema_decay, self.iteration)
