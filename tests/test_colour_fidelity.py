@@ -81,7 +81,8 @@ def test_the_authors_checkpoints_keep_flat_colours_within_their_measured_bound(
 def _bundled_case(variant: str, scale: int) -> pytest.param:
     marks = [pytest.mark.slow]
     if (variant, scale) in BUNDLED_WEIGHTS_KNOWN_TO_FAIL:
-        marks.append(pytest.mark.xfail(strict=False, reason="bundled weights predate colour augmentation"))
+        marks.append(pytest.mark.xfail(strict=False, reason="these bundled weights do not meet the bound yet "
+                                                                  "(docs/training.md, colour fidelity)"))
     return pytest.param(variant, scale, marks=marks, id=f"{variant}-x{scale}")
 
 
