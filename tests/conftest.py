@@ -71,6 +71,16 @@ def tiny_model_factory() -> Callable[..., VapSR]:
     return make_tiny_model
 
 
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`make_tiny_model` (x2) saved as safetensors, for ``--weights`` in plumbing tests."""
+    from vapsr_video.model.weights import save_weights
+
+    path = tmp_path_factory.mktemp("weights") / "tiny-x2.safetensors"
+    save_weights(make_tiny_model(scale=2), path)
+    return path
+
+
 def _run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "vapsr_video", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)

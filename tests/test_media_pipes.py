@@ -12,19 +12,11 @@ import pytest
 from video_helpers import FFMPEG, default_sigint, ffprobe_json, frame_times, needs_ffmpeg, stream_md5, streams
 
 from vapsr_video.errors import ExitCode
-from vapsr_video.model.weights import save_weights
 
 pytestmark = needs_ffmpeg
 
 SOURCE = ["-f", "lavfi", "-i", "testsrc=s=64x48:r=25:d=0.4", "-f", "lavfi", "-i", "sine=d=0.4",
           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"]
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_model_factory: Callable) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny-x2.safetensors"
-    save_weights(tiny_model_factory(scale=2), path)
-    return path
 
 
 def vapsr(*args: str | Path) -> list[str]:

@@ -10,17 +10,9 @@ import pytest
 from video_helpers import chapters, ffmpeg, needs_ffmpeg, streams
 
 from vapsr_video.inference.upscaler import Upscaler, tiling_cost
-from vapsr_video.model.weights import save_weights
 from vapsr_video.video.probe import probe_video
 
 pytestmark = needs_ffmpeg
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_model_factory: Callable) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny-x2.safetensors"
-    save_weights(tiny_model_factory(scale=2), path)
-    return path
 
 
 def test_mkv_frame_estimate_counts_from_the_stream_start(tmp_path: Path) -> None:

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from video_helpers import FRAMES, frame_times, make_vfr_h264_aac_mp4, needs_ffmpeg, stream_md5, streams
 
 from vapsr_video.errors import ExitCode
-from vapsr_video.model.weights import save_weights
 
 pytestmark = needs_ffmpeg
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_model_factory: Callable) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny-x2.safetensors"
-    save_weights(tiny_model_factory(scale=2), path)
-    return path
 
 
 def test_video_with_encoder_options(tmp_path: Path, tiny_weights: Path, run_cli: Callable) -> None:

@@ -26,7 +26,6 @@ from video_helpers import (
 
 from vapsr_video.errors import ExitCode, InputError, OutputError, UsageError
 from vapsr_video.inference.upscaler import Upscaler
-from vapsr_video.model.weights import save_weights
 from vapsr_video.safe_output import TEMP_PREFIX
 from vapsr_video.video.encoder import EncodeOptions
 from vapsr_video.video.pipeline import upscale_video
@@ -43,13 +42,6 @@ def upscaler(tiny_model) -> Upscaler:
 @pytest.fixture(scope="module")
 def good_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_vfr_h264_aac_mp4(tmp_path_factory.mktemp("good") / "good.mp4")
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_model_factory: Callable) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny-x2.safetensors"
-    save_weights(tiny_model_factory(scale=2), path)
-    return path
 
 
 def leftovers(folder: Path) -> list[str]:

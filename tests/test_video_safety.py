@@ -25,7 +25,6 @@ from video_helpers import default_sigint, ffmpeg, frame_times, needs_ffmpeg, str
 
 from vapsr_video.errors import ExitCode, InputError
 from vapsr_video.inference.upscaler import Upscaler
-from vapsr_video.model.weights import save_weights
 from vapsr_video.safe_output import TEMP_PREFIX
 from vapsr_video.video.pipeline import upscale_video
 
@@ -33,13 +32,6 @@ pytestmark = needs_ffmpeg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ADDRESS_SPACE_LIMIT = 4 * 1024**3  # torch and PyAV start well under it; one huge frame buffer would not fit
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_model_factory: Callable) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny-x2.safetensors"
-    save_weights(tiny_model_factory(scale=2), path)
-    return path
 
 
 @pytest.fixture
