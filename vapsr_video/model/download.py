@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +25,7 @@ from typing import BinaryIO
 
 from vapsr_video.errors import OutputError, WeightsError
 from vapsr_video.model.catalog import AUTHORS_COMMIT, AUTHORS_REPOSITORY, KnownModel, cache_state, model_path
+from vapsr_video.safe_output import atomic_output
 
 URL_ENV = "VAPSR_VIDEO_WEIGHTS_URL"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/{AUTHORS_REPOSITORY}/{AUTHORS_COMMIT}/"
@@ -61,23 +61,18 @@ def fetch_model(model: KnownModel, progress: Callable[[int], None] | None = None
         # Not the pinned file (a partial copy placed by hand, a changed file): never used, so replace it.
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
+    cache_hint = "set VAPSR_VIDEO_CACHE_DIR to a writable folder"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{model.file_name}.", suffix=".part")
     except OSError as exc:
-        raise OutputError(f"{target.parent}: cannot write the weights cache ({exc.strerror}); "
-                          f"set VAPSR_VIDEO_CACHE_DIR to a writable folder") from None
-    temporary = Path(temporary_name)
+        raise OutputError(f"{target.parent}: cannot write the weights cache ({exc.strerror}); {cache_hint}") from None
     try:
-        with os.fdopen(handle, "wb") as output:
+        # The project's one publisher: a hidden temporary beside the target, synced and renamed into
+        # place only when the transfer checked out; removed on any failure, Ctrl-C included.
+        with atomic_output(target) as temporary, open(temporary, "wb") as output:
             _download_to(model, output, progress)
-            output.flush()
-            os.fsync(output.fileno())
-        temporary.chmod(0o644)
-        os.replace(temporary, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
+    except OutputError as exc:
+        raise OutputError(f"{exc}; {cache_hint}") from None
     return target, True
 
 
