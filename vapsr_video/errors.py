@@ -63,3 +63,13 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
         self.name = name
         self.exit_code = 128 + signum
+
+
+STOP_SIGNALS = {"SIGTERM": "terminated", "SIGHUP": "hung up"}  # signal name -> what the one-line message says
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A signal handler: raise :class:`Terminated` for ``signum`` in the main thread."""
+    import signal
+
+    raise Terminated(signum, STOP_SIGNALS.get(signal.Signals(signum).name, "stopped"))

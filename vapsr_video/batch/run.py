@@ -38,7 +38,7 @@ from vapsr_video.batch.safety import STATE_DIR_NAME
 from vapsr_video.batch.sync import Decision, reconcile
 from vapsr_video.batch.tasks import UnitSettings
 from vapsr_video.choices import DEFAULT_MAX_PIXELS
-from vapsr_video.errors import ExitCode, InputError, OutputError, Terminated, UsageError
+from vapsr_video.errors import ExitCode, InputError, OutputError, UsageError, raise_terminated
 from vapsr_video.inference.options import ModelOptions, stable_digest
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def _run(src: Path, dst: Path, model: ModelOptions, encode: EncodeOptions, setti
     in_main_thread = threading.current_thread() is threading.main_thread()
     # The command line installs one signal policy for every command (cli/main.py); a program that
     # calls run_batch itself and left SIGTERM alone gets the same clean, resumable stop.
-    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated) \
         if sys.platform != "win32" and in_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL \
         else None
     started = time.perf_counter()
@@ -224,7 +224,3 @@ def _log_to_file(path: Path) -> logging.Handler:
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     return handler
-
-
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise Terminated(signum, "terminated")  # a service stop is handled like Ctrl-C: clean stop, resumable

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from vapsr_video.errors import ExitCode, Terminated, VapsrError
+from vapsr_video.errors import STOP_SIGNALS, ExitCode, Terminated, VapsrError, raise_terminated
 
 SUBCOMMANDS: dict[str, str] = {
     "eval": "vapsr_video.cli.evaluate",
@@ -40,13 +40,6 @@ def report_error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
 
 
-STOP_SIGNALS = {"SIGTERM": "terminated", "SIGHUP": "hung up"}
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum, STOP_SIGNALS.get(signal.Signals(signum).name, "stopped"))
-
-
 def install_signal_policy() -> None:
     """SIGTERM and SIGHUP raise :class:`Terminated` in the main thread, as SIGINT raises KeyboardInterrupt.
 
@@ -57,7 +50,7 @@ def install_signal_policy() -> None:
     for name in STOP_SIGNALS:
         number = getattr(signal, name, None)
         if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
-            signal.signal(number, _raise_terminated)
+            signal.signal(number, raise_terminated)
 
 
 def run_guarded(command: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
