@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Time a VapSR training iteration: the original recipe against the one ``vapsr-video train`` uses now.
 
-Both run in this process on the same random batches, alternating step by step so
-that other load on the machine hits both alike; prints the median milliseconds
-per iteration of each and the ratio. An iteration is forward, L1 loss, backward,
-Adam step and EMA update (the data path is the same for both and not timed).
+Each recipe runs in its own process (the current one changes process-wide settings,
+such as how the C library keeps freed memory, which must not leak into the
+baseline), on the same random batches, one step at a time in turn, so that other
+load on the machine hits both alike; prints the median milliseconds per iteration
+of each and the ratio. An iteration is forward, L1 loss, backward, Adam step and
+EMA update (the data path is the same for both and not timed).
 
     python scripts/benchmark_training.py --model vapsr --scale 2 --batch-size 16 --patch 48 --threads 2
 """
@@ -12,8 +14,11 @@ Adam step and EMA update (the data path is the same for both and not timed).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import statistics
 import time
+from multiprocessing.connection import Connection
 
 import torch
 from torch.nn import functional as F
@@ -51,6 +56,29 @@ class OptimisedStep:
         update_ema(self.ema, self.model, 0.999, 1000)
 
 
+def side_worker(connection: Connection, name: str, args: argparse.Namespace) -> None:
+    """One recipe in its own process: build it, then run one timed step per request."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = published_config(args.model, args.scale)
+    torch.manual_seed(0)
+    model, ema = VapSR(config), VapSR(config)
+    ema.load_state_dict(model.state_dict())
+    step = (BaselineStep(model, ema) if name == "baseline"
+            else OptimisedStep(model, ema, fast_kernels=not args.no_fast_kernels))
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
+                torch.rand(args.batch_size, 3, args.patch * args.scale, args.patch * args.scale, generator=generator))
+               for _ in range(2)]
+    connection.send(torch.get_num_threads())
+    iteration = 0
+    while connection.recv() == "step":
+        start = time.perf_counter()
+        step(*batches[iteration % 2])
+        connection.send(time.perf_counter() - start)
+        iteration += 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=VARIANTS, default="vapsr")
@@ -58,32 +86,36 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch", type=int, default=48, help="LR patch size")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--iterations", type=int, default=8, help="timed iterations of each (after 2 warm-up)")
+    parser.add_argument("--iterations", type=int, default=8, help="timed iterations of each (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=4,
+                        help="untimed iterations of each first (allocation and kernel choice)")
     parser.add_argument("--no-fast-kernels", action="store_true",
-                        help="optimised side without the custom depthwise backward (to see what it alone brings)")
+                        help="optimised side without its CPU speed-ups (to see what they alone bring)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = published_config(args.model, args.scale)
-    torch.manual_seed(0)
-    models = [VapSR(config) for _ in range(4)]
-    for model in models[1:]:
-        model.load_state_dict(models[0].state_dict())
-    sides = {"baseline": BaselineStep(models[0], models[1]),
-             "optimised": OptimisedStep(models[2], models[3], fast_kernels=not args.no_fast_kernels)}
-    generator = torch.Generator().manual_seed(0)
-    batches = [(torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
-                torch.rand(args.batch_size, 3, args.patch * args.scale, args.patch * args.scale, generator=generator))
-               for _ in range(2)]
-    timings: dict[str, list[float]] = {name: [] for name in sides}
-    for iteration in range(args.iterations + 2):
-        for name, step in sides.items():
-            start = time.perf_counter()
-            step(*batches[iteration % 2])
-            if iteration >= 2:  # the first steps allocate and pick kernels
-                timings[name].append(time.perf_counter() - start)
-    print(f"{args.model} x{args.scale}, batch {args.batch_size}, LR patch {args.patch}, "
-          f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, {args.iterations} timed iterations each")
+    context = multiprocessing.get_context("spawn")
+    names = ("baseline", "optimised")
+    connections, workers = {}, []
+    for name in names:
+        ours, theirs = context.Pipe()
+        worker = context.Process(target=side_worker, args=(theirs, name, args), daemon=True)
+        worker.start()
+        connections[name], threads = ours, ours.recv()
+        workers.append(worker)
+    load_before = os.getloadavg()[0]
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for iteration in range(args.iterations + args.warmup):
+        for name in names:
+            connections[name].send("step")
+            elapsed = connections[name].recv()
+            if iteration >= args.warmup:
+                timings[name].append(elapsed)
+    for name in names:
+        connections[name].send("stop")
+    for worker in workers:
+        worker.join()
+    print(f"{args.model} x{args.scale}, batch {args.batch_size}, LR patch {args.patch}, {threads} thread(s), "
+          f"torch {torch.__version__}, {args.iterations} timed iterations each, "
+          f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
     medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
     for name, values in timings.items():
         print(f"{name:>9}: median {medians[name]:7.0f} ms/iteration "

@@ -74,3 +74,19 @@ def test_a_vapsr_step_with_the_fast_backward_matches_the_stock_one() -> None:
         F.l1_loss(model(lr), hr).backward()
     for (name, a), b in zip(stock.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-6, msg=f"{name} gradient differs")
+
+
+# Channel counts that take every path of the C kernel (two 16-lane vectors, one, the scalar rest),
+# kernel sizes it specialises (3, 5, 7) and one it hands back to PyTorch (9).
+@pytest.mark.parametrize("channels", [20, 40, 64])
+@pytest.mark.parametrize(("kernel", "dilation"), [(3, 1), (5, 1), (5, 3), (7, 2), (9, 1)])
+def test_weight_gradient_matches_pytorch_for_any_channel_count_and_kernel(channels: int, kernel: int,
+                                                                          dilation: int) -> None:
+    generator = torch.Generator().manual_seed(2)
+    pad = dilation * (kernel - 1) // 2
+    x = torch.randn(3, channels, 13, 11, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel, kernel, generator=generator, requires_grad=True)
+    grad_out = torch.randn(3, channels, 13, 11, generator=generator)
+    expected, = torch.autograd.grad(F.conv2d(x, weight, None, 1, pad, dilation, channels), weight, grad_out)
+    got, = torch.autograd.grad(depthwise_conv(x, weight, None, pad, dilation), weight, grad_out)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -25,11 +25,14 @@ from torch.nn import functional as F
 
 from vapsr_video.training.native import depthwise_kernel
 
+MAX_NATIVE_KERNEL = 7  # MAX_KERNEL in depthwise_grad.c; larger kernels take PyTorch's backward
+
 
 def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, pad: int,
                  dilation: int) -> torch.Tensor:
     channels, kernel = weight.shape[0], weight.shape[-1]
-    library = depthwise_kernel() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+    eligible = x.device.type == "cpu" and x.dtype == torch.float32 and kernel <= MAX_NATIVE_KERNEL
+    library = depthwise_kernel() if eligible else None
     if library is not None:
         # NHWC views; a no-op for the channels-last tensors VapSR's blocks pass on.
         x_nhwc = x.permute(0, 2, 3, 1).contiguous()

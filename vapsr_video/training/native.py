@@ -22,7 +22,7 @@ from pathlib import Path
 log = logging.getLogger("vapsr_video.train")
 
 SOURCE = Path(__file__).with_name("depthwise_grad.c")
-FLAGS = ("-O3", "-march=native", "-std=c11", "-shared", "-fPIC", "-pthread")
+FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-shared", "-fPIC", "-pthread")
 
 
 def cache_dir() -> Path:

@@ -31,6 +31,7 @@ from vapsr_video.model.weights import build_model, read_state_dict, save_weights
 from vapsr_video.safe_output import atomic_output
 from vapsr_video.training.data import PairedPatches
 from vapsr_video.training.fast_depthwise import use_fast_depthwise
+from vapsr_video.training.host_memory import retain_freed_memory
 from vapsr_video.training.validation import ValidationSet
 
 log = logging.getLogger("vapsr_video.train")
@@ -60,7 +61,7 @@ class TrainConfig:
     warm_start: str | None = None  # weights whose body initialises this model
     compile: bool = False  # torch.compile the model (never the step: its learning rate changes every iteration)
     threads: int = 0
-    fast_kernels: bool = True  # the faster depthwise backward on the CPU (fast_depthwise.py)
+    fast_kernels: bool = True  # on the CPU: the faster depthwise backward (fast_depthwise.py), host_memory.py
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -83,10 +84,14 @@ def warm_start(model: VapSR, weights: str) -> list[str]:
 
 def prepare_for_training(model: VapSR, device: torch.device, fast_kernels: bool = True) -> VapSR:
     """In place: channels-last everywhere (the blocks' LayerNorm leaves that layout anyway) and, on the
-    CPU, the faster depthwise backward. Parameter names stay as they are."""
+    CPU, the faster depthwise backward. Parameter names stay as they are.
+
+    On the CPU it also makes this process keep freed host memory for reuse (``host_memory``).
+    """
     model.to(memory_format=torch.channels_last)
     if fast_kernels and device.type == "cpu":
         use_fast_depthwise(model)
+        retain_freed_memory()
     return model
 
 
