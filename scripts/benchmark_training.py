@@ -24,7 +24,13 @@ import torch
 from torch.nn import functional as F
 
 from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
-from vapsr_video.training.trainer import TrainingStep, make_optimizer, prepare_for_training, update_ema
+from vapsr_video.training.trainer import (
+    TrainingStep,
+    make_optimizer,
+    precision_summary,
+    prepare_for_training,
+    update_ema,
+)
 
 
 class BaselineStep:
@@ -47,9 +53,9 @@ class BaselineStep:
 class OptimisedStep:
     """What the trainer runs: ``prepare_for_training``, ``make_optimizer``, ``TrainingStep``, ``update_ema``."""
 
-    def __init__(self, model: VapSR, ema: VapSR, fast_kernels: bool) -> None:
-        self.model, self.ema = prepare_for_training(model, torch.device("cpu"), fast_kernels), ema
-        self.step = TrainingStep(model, make_optimizer(model, 1e-4), torch.device("cpu"))
+    def __init__(self, model: VapSR, ema: VapSR, fast_kernels: bool, bf16: bool) -> None:
+        self.model, self.ema = prepare_for_training(model, torch.device("cpu"), fast_kernels, bf16), ema
+        self.step = TrainingStep(model, make_optimizer(model, 1e-4), torch.device("cpu"), bf16=bf16)
 
     def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> None:
         self.step(lr_batch, hr_batch)
@@ -65,7 +71,7 @@ def side_worker(connection: Connection, name: str, args: argparse.Namespace) -> 
     model, ema = VapSR(config), VapSR(config)
     ema.load_state_dict(model.state_dict())
     step = (BaselineStep(model, ema) if name == "baseline"
-            else OptimisedStep(model, ema, fast_kernels=not args.no_fast_kernels))
+            else OptimisedStep(model, ema, fast_kernels=not args.no_fast_kernels, bf16=not args.fp32))
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
                 torch.rand(args.batch_size, 3, args.patch * args.scale, args.patch * args.scale, generator=generator))
@@ -91,6 +97,8 @@ def main() -> None:
                         help="untimed iterations of each first (allocation and kernel choice)")
     parser.add_argument("--no-fast-kernels", action="store_true",
                         help="optimised side without its CPU speed-ups (to see what they alone bring)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="optimised side in float32 throughout, as `vapsr-video train --fp32`")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     names = ("baseline", "optimised")
@@ -114,7 +122,8 @@ def main() -> None:
     for worker in workers:
         worker.join()
     print(f"{args.model} x{args.scale}, batch {args.batch_size}, LR patch {args.patch}, {threads} thread(s), "
-          f"torch {torch.__version__}, {args.iterations} timed iterations each, "
+          f"torch {torch.__version__}, {args.iterations} timed iterations each, optimised side in "
+          f"{precision_summary(torch.device('cpu'), not args.fp32)}, "
           f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
     medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
     for name, values in timings.items():

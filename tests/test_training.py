@@ -18,7 +18,7 @@ import torch
 from vapsr_video.model.weights import read_state_dict
 from vapsr_video.training.data import PairedPatches
 from vapsr_video.training.fast_depthwise import FastDepthwiseConv2d
-from vapsr_video.training.trainer import TrainConfig, Trainer
+from vapsr_video.training.trainer import TrainConfig, Trainer, precision_summary
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -67,6 +67,7 @@ def test_training_lowers_the_loss_and_exports_safetensors(image_folder: Path, tm
     _, metadata = read_state_dict(out / "vapsr-s-x2.safetensors")
     assert metadata["variant"] == "vapsr-s" and metadata["scale"] == "2"
     assert metadata["iterations"] == "40" and "train-images" in metadata["training_data"]
+    assert metadata["precision"] == precision_summary(torch.device("cpu"), bf16=True)
 
 
 def test_killed_training_resumes_to_the_same_weights(image_folder: Path, tmp_path: Path) -> None:
@@ -221,7 +222,7 @@ def test_time_limit_stops_training_and_exports(image_folder: Path, tmp_path: Pat
 
 def test_export_only_records_how_the_checkpoint_was_trained(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    subprocess.run(train_command(image_folder, out, 4, "--lr", "3e-4"), check=True, capture_output=True)
+    subprocess.run(train_command(image_folder, out, 4, "--lr", "3e-4", "--fp32"), check=True, capture_output=True)
     (out / "vapsr-s-x2.safetensors").unlink()
     other = tmp_path / "elsewhere"
     other.mkdir()
@@ -231,3 +232,4 @@ def test_export_only_records_how_the_checkpoint_was_trained(image_folder: Path, 
     metadata = read_state_dict(out / "vapsr-s-x2.safetensors")[1]
     assert metadata["training_data"] == image_folder.name  # the run's data, not the export command's
     assert "Adam lr 0.0003" in metadata["recipe"] and metadata["batch_size"] == "2"
+    assert metadata["precision"] == "float32"  # --fp32 of the run, not the export command's default

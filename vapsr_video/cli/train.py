@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch.compile the model (slower on the CPUs measured so far; see docs/training.md)")
     parser.add_argument("--no-fast-kernels", dest="fast_kernels", action="store_false",
                         help="on the CPU, use PyTorch's own depthwise backward instead of the faster one")
+    parser.add_argument("--fp32", dest="bf16", action="store_false",
+                        help="compute in float32 throughout (default: bf16 autocast on CUDA; on CPUs with native "
+                             "bf16, the 1x1 convolutions in bf16)")
     parser.add_argument("--export-only", action="store_true",
                         help="write the EMA weights of the last checkpoint and stop")
     return parser
@@ -70,7 +73,7 @@ def main(argv: Sequence[str]) -> int:
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, log_every=args.log_every,
         validation=args.validation,
         seed=args.seed, device=args.device, warm_start=args.warm_start, compile=args.compile, threads=args.threads,
-        fast_kernels=args.fast_kernels,
+        fast_kernels=args.fast_kernels, bf16=args.bf16,
     )
     trainer = Trainer(config)
     if args.export_only:

@@ -29,6 +29,7 @@ from vapsr_video.inference.devices import resolve_device
 from vapsr_video.model.vapsr import VapSR, published_config
 from vapsr_video.model.weights import build_model, read_state_dict, save_weights
 from vapsr_video.safe_output import atomic_output
+from vapsr_video.training.cpu_bf16 import cpu_has_native_bf16, use_bf16_pointwise
 from vapsr_video.training.data import PairedPatches
 from vapsr_video.training.fast_depthwise import use_fast_depthwise
 from vapsr_video.training.host_memory import retain_freed_memory
@@ -62,6 +63,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (never the step: its learning rate changes every iteration)
     threads: int = 0
     fast_kernels: bool = True  # on the CPU: the faster depthwise backward (fast_depthwise.py), host_memory.py
+    bf16: bool = True  # autocast on CUDA; on CPUs with native bf16, the 1x1 convolutions (cpu_bf16.py)
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -82,9 +84,11 @@ def warm_start(model: VapSR, weights: str) -> list[str]:
     return copied
 
 
-def prepare_for_training(model: VapSR, device: torch.device, fast_kernels: bool = True) -> VapSR:
+def prepare_for_training(model: VapSR, device: torch.device, fast_kernels: bool = True,
+                         bf16: bool = False) -> VapSR:
     """In place: channels-last everywhere (the blocks' LayerNorm leaves that layout anyway) and, on the
-    CPU, the faster depthwise backward. Parameter names stay as they are.
+    CPU, the faster depthwise backward and, with ``bf16`` on a CPU that has it, bf16 1x1 convolutions.
+    Parameter names stay as they are.
 
     On the CPU it also makes this process keep freed host memory for reuse (``host_memory``).
     """
@@ -92,7 +96,23 @@ def prepare_for_training(model: VapSR, device: torch.device, fast_kernels: bool 
     if fast_kernels and device.type == "cpu":
         use_fast_depthwise(model)
         retain_freed_memory()
+    if uses_cpu_bf16(device, bf16):
+        use_bf16_pointwise(model)
     return model
+
+
+def uses_cpu_bf16(device: torch.device, bf16: bool) -> bool:
+    """Whether training on ``device`` runs its 1x1 convolutions in bf16 (the CPU's own bf16 only)."""
+    return bf16 and device.type == "cpu" and cpu_has_native_bf16()
+
+
+def precision_summary(device: torch.device, bf16: bool) -> str:
+    """How a training run on ``device`` computes, for logs and the exported metadata."""
+    if device.type == "cuda" and bf16:
+        return "bf16 autocast"
+    if uses_cpu_bf16(device, bf16):
+        return "float32, 1x1 convolutions in bf16"
+    return "float32"
 
 
 def make_optimizer(model: VapSR, lr: float) -> torch.optim.Adam:
@@ -129,15 +149,16 @@ class TrainingStep:
     """
 
     def __init__(self, model: VapSR, optimizer: torch.optim.Optimizer, device: torch.device,
-                 compile: bool = False) -> None:
+                 compile: bool = False, bf16: bool = True) -> None:
         self.model, self.optimizer, self.device = model, optimizer, device
+        self.autocast = bf16 and device.type == "cuda"
         self.forward = torch.compile(model) if compile else model
 
     def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         """The loss (a tensor on the device) after one step on this (LR, HR) batch."""
         lr_batch = lr_batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         hr_batch = hr_batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             loss = F.l1_loss(self.forward(lr_batch).float(), hr_batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,7 +167,8 @@ class TrainingStep:
 
 
 # What export-only takes from the checkpoint: the settings that describe how the weights were made.
-RECORDED_RECIPE = ("data", "batch_size", "lr_patch", "lr", "min_lr", "warmup", "ema_decay", "seed", "warm_start")
+RECORDED_RECIPE = ("data", "batch_size", "lr_patch", "lr", "min_lr", "warmup", "ema_decay", "seed", "warm_start",
+                   "bf16")
 
 
 class Trainer:
@@ -165,7 +187,7 @@ class Trainer:
         if config.warm_start:
             self.copied = warm_start(self.model, config.warm_start)
         # The custom backward is opaque to torch.compile: a compiled model keeps the stock one.
-        prepare_for_training(self.model, self.device, config.fast_kernels and not config.compile)
+        prepare_for_training(self.model, self.device, config.fast_kernels and not config.compile, config.bf16)
         # The EMA in the model's layout, so the multi-tensor lerp meets matching strides.
         self.ema = VapSR(self.model.config).to(self.device, memory_format=torch.channels_last)
         self.ema.load_state_dict(self.model.state_dict())
@@ -174,7 +196,7 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self.recorded_config: dict[str, object] = {}  # the checkpoint's TrainConfig, after try_resume
-        self.step = TrainingStep(self.model, self.optimizer, self.device, config.compile)
+        self.step = TrainingStep(self.model, self.optimizer, self.device, config.compile, config.bf16)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -260,7 +282,8 @@ class Trainer:
         compilation), on copies, so timing it leaves the run's state alone; with the copies' model and EMA."""
         probe = copy.deepcopy(self.model)
         probe_ema = copy.deepcopy(self.ema)
-        return TrainingStep(probe, make_optimizer(probe, 0.0), self.device, self.config.compile), probe, probe_ema
+        step = TrainingStep(probe, make_optimizer(probe, 0.0), self.device, self.config.compile, self.config.bf16)
+        return step, probe, probe_ema
 
     def _fit_iterations(self, data: PairedPatches) -> None:
         """Choose the iteration count that fills the time budget, from a short timing run."""
@@ -298,7 +321,8 @@ class Trainer:
     def train(self) -> Path:
         config = self.config
         data = PairedPatches(config.data, config.scale, config.lr_patch)
-        log.info("%d training pairs from %s", len(data.pairs), ", ".join(config.data))
+        log.info("%d training pairs from %s; computing in %s", len(data.pairs), ", ".join(config.data),
+                 precision_summary(self.device, config.bf16))
         validation = ValidationSet(config.validation, config.scale) if config.validation else None
         if not self.try_resume():
             if config.iterations <= 0:
@@ -360,6 +384,7 @@ class Trainer:
                       f"{config.min_lr}, EMA {config.ema_decay}, flips and 90-degree rotations, colour augmentation "
                       "(channel orders, inversion, flat saturated patches)",
             "device": str(self.device),
+            "precision": precision_summary(self.device, config.bf16),
             "warm_start": f"{config.warm_start} ({len(self.copied)} tensors)" if config.warm_start else "none",
             "seed": str(config.seed),
             "final_set5_psnr": f"{validation[-1]['set5_psnr']:.4f}" if validation else "not measured",
