@@ -1,4 +1,4 @@
-"""CPU training keeps freed host memory for the next step instead of page-faulting it in again."""
+"""The processes the project owns keep freed host memory for the next batch instead of page-faulting it in again."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ STEPS = textwrap.dedent("""
     import resource, sys, torch
     from torch.nn import functional as F
     from vapsr_video.model.vapsr import VapSR, published_config
-    from vapsr_video.training.host_memory import retain_freed_memory
+    from vapsr_video.host_memory import retain_freed_memory
     torch.set_num_threads(1)
     if sys.argv[1] == "retain":
         assert retain_freed_memory()

@@ -16,6 +16,7 @@ from typing import Any
 from vapsr_video.batch.dispatch import Done, Unit, Worker, WorkerLost
 from vapsr_video.batch.tasks import Finished, Planned, UnitSettings, forget_failure, run_unit
 from vapsr_video.errors import UsageError
+from vapsr_video.host_memory import retain_freed_memory
 from vapsr_video.inference.cuda_support import use_device_in_this_thread
 from vapsr_video.inference.options import ModelOptions
 
@@ -33,6 +34,7 @@ class BatchActor:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(1)  # one CPU per actor, as reserved
+            retain_freed_memory()  # the actor's process is ours (vapsr_video/host_memory.py)
         self.upscaler = model.build(device)
         self.settings = settings
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from vapsr_video.errors import STOP_SIGNALS, ExitCode, Terminated, VapsrError, raise_terminated
+from vapsr_video.host_memory import retain_freed_memory
 
 SUBCOMMANDS: dict[str, str] = {
     "eval": "vapsr_video.cli.evaluate",
@@ -95,6 +96,7 @@ def entry() -> NoReturn:
     and leaves with the code the run chose. (``main`` itself returns normally, for
     callers in Python.)
     """
+    retain_freed_memory()  # this process is ours: see vapsr_video/host_memory.py
     try:
         code = main()
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)

@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from vapsr_video.host_memory import retain_freed_memory
 from vapsr_video.inference.devices import resolve_device
 from vapsr_video.model.vapsr import VapSR, published_config
 from vapsr_video.model.weights import build_model, read_state_dict, save_weights
@@ -32,7 +33,6 @@ from vapsr_video.safe_output import atomic_output
 from vapsr_video.training.cpu_bf16 import cpu_has_native_bf16, use_bf16_pointwise
 from vapsr_video.training.data import PairedPatches
 from vapsr_video.training.fast_depthwise import use_fast_depthwise
-from vapsr_video.training.host_memory import retain_freed_memory
 from vapsr_video.training.validation import ValidationSet
 
 log = logging.getLogger("vapsr_video.train")
