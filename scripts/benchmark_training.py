@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=4,
                         help="untimed iterations of each first (allocation and kernel choice)")
     parser.add_argument("--no-fast-kernels", action="store_true",
-                        help="optimised side without its CPU speed-ups (to see what they alone bring)")
+                        help="optimised side without the custom depthwise backward (to see what it alone brings)")
     parser.add_argument("--fp32", action="store_true",
                         help="optimised side in float32 throughout, as `vapsr-video train --fp32`")
     args = parser.parse_args()

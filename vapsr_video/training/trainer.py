@@ -62,7 +62,7 @@ class TrainConfig:
     warm_start: str | None = None  # weights whose body initialises this model
     compile: bool = False  # torch.compile the model (never the step: its learning rate changes every iteration)
     threads: int = 0
-    fast_kernels: bool = True  # on the CPU: the faster depthwise backward (fast_depthwise.py), host_memory.py
+    fast_kernels: bool = True  # the faster depthwise backward on the CPU (fast_depthwise.py)
     bf16: bool = True  # autocast on CUDA; on CPUs with native bf16, the 1x1 convolutions (cpu_bf16.py)
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -85,7 +85,7 @@ def warm_start(model: VapSR, weights: str) -> list[str]:
 
 
 def prepare_for_training(model: VapSR, device: torch.device, fast_kernels: bool = True,
-                         bf16: bool = False) -> VapSR:
+                         bf16: bool = True) -> VapSR:
     """In place: channels-last everywhere (the blocks' LayerNorm leaves that layout anyway) and, on the
     CPU, the faster depthwise backward and, with ``bf16`` on a CPU that has it, bf16 1x1 convolutions.
     Parameter names stay as they are.
@@ -93,9 +93,10 @@ def prepare_for_training(model: VapSR, device: torch.device, fast_kernels: bool 
     On the CPU it also makes this process keep freed host memory for reuse (``host_memory``).
     """
     model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        retain_freed_memory()
     if fast_kernels and device.type == "cpu":
         use_fast_depthwise(model)
-        retain_freed_memory()
     if uses_cpu_bf16(device, bf16):
         use_bf16_pointwise(model)
     return model
