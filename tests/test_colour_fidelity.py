@@ -19,10 +19,11 @@ from vapsr_video.model.weights import bundled_weights_path, load_model
 
 MAX_ERROR = 2  # 8-bit code values
 
-# The bundled weights of this release were trained without colour augmentation and move
-# some flat colours by 25 (x2), 39 (x3), 95 (x4) and 62 (VapSR-S) code values. Empty this
-# list when weights trained with colour augmentation are bundled.
-BUNDLED_WEIGHTS_KNOWN_TO_FAIL: list[tuple[str, int]] = [("vapsr", 2), ("vapsr", 3), ("vapsr", 4), ("vapsr-s", 4)]
+# Bundled weights not yet within the bound, colour by colour. After fine-tuning with colour
+# augmentation (docs/training.md), x2, x3 and VapSR-S move no flat colour by more than 1; x4
+# still moves (30, 220, 30) by 4 and black by 3, where the authors' x4 moves neither. Remove
+# it when it passes.
+BUNDLED_WEIGHTS_KNOWN_TO_FAIL: list[tuple[str, int]] = [("vapsr", 4)]
 
 BUNDLED = [("vapsr", 2), ("vapsr", 3), ("vapsr", 4), ("vapsr-s", 4)]
 AUTHORS_CHECKPOINT = {("vapsr", 2): "VapSR_X2.pth", ("vapsr", 3): "VapSR_X3.pth", ("vapsr", 4): "VapSR_X4.pth",
