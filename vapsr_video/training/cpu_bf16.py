@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vapsr_video.training.module_swap import swap_class
+
 
 @cache
 def cpu_has_native_bf16() -> bool:
@@ -51,9 +53,4 @@ def is_eligible(module: nn.Module) -> bool:
 
 def use_bf16_pointwise(model: nn.Module) -> int:
     """Switch every eligible 1x1 convolution of ``model`` to bf16 products; return how many."""
-    count = 0
-    for module in model.modules():
-        if is_eligible(module):
-            module.__class__ = Bf16PointwiseConv2d
-            count += 1
-    return count
+    return swap_class(model, is_eligible, Bf16PointwiseConv2d)

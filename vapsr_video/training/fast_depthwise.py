@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vapsr_video.training.module_swap import swap_class
 from vapsr_video.training.native import depthwise_kernel
 
 MAX_NATIVE_KERNEL = 7  # MAX_KERNEL in depthwise_grad.c; larger kernels take PyTorch's backward
@@ -97,9 +98,4 @@ def is_eligible(module: nn.Module) -> bool:
 
 def use_fast_depthwise(model: nn.Module) -> int:
     """Give every eligible depthwise convolution of ``model`` the faster backward; return how many."""
-    count = 0
-    for module in model.modules():
-        if is_eligible(module):
-            module.__class__ = FastDepthwiseConv2d
-            count += 1
-    return count
+    return swap_class(model, is_eligible, FastDepthwiseConv2d)
