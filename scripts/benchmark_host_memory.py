@@ -12,12 +12,12 @@ and the page faults per pass of each.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import resource
 import statistics
 import time
 from multiprocessing.connection import Connection
+
+from side_by_side import run_side_by_side
 
 SIDES = ("glibc defaults", "retain_freed_memory")
 
@@ -36,7 +36,7 @@ def side_worker(connection: Connection, name: str, args: argparse.Namespace) -> 
     frames = torch.rand(args.batch, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
     connection.send(torch.get_num_threads())
     with torch.inference_mode():
-        while connection.recv() == "pass":
+        while connection.recv() == "go":
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             model(frames)
@@ -52,28 +52,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--passes", type=int, default=12, help="timed passes of each (after 2 untimed)")
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
-    connections, workers = {}, []
-    for name in SIDES:
-        ours, theirs = context.Pipe()
-        worker = context.Process(target=side_worker, args=(theirs, name, args), daemon=True)
-        worker.start()
-        connections[name], threads = ours, ours.recv()
-        workers.append(worker)
-    load_before = os.getloadavg()[0]
-    results: dict[str, list[tuple[float, int]]] = {name: [] for name in SIDES}
-    for index in range(args.passes + 2):
-        for name in SIDES:
-            connections[name].send("pass")
-            result = connections[name].recv()
-            if index >= 2:
-                results[name].append(result)
-    for name in SIDES:
-        connections[name].send("stop")
-    for worker in workers:
-        worker.join()
-    print(f"bundled x{args.scale}, {args.batch} x {args.width}x{args.height} frames, fp32, {threads} thread(s), "
-          f"{args.passes} timed passes each, load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
+    run = run_side_by_side(side_worker, SIDES, args, 2, args.passes)
+    results: dict[str, list[tuple[float, int]]] = run.measurements
+    print(f"bundled x{args.scale}, {args.batch} x {args.width}x{args.height} frames, fp32, "
+          f"{run.described[SIDES[1]]} thread(s), {args.passes} timed passes each, "
+          f"load average {run.load_before:.2f} -> {run.load_after:.2f}")
     medians = {}
     for name, values in results.items():
         seconds = [s for s, _ in values]

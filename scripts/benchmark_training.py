@@ -14,13 +14,12 @@ EMA update (the data path is the same for both and not timed).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import statistics
 import time
 from multiprocessing.connection import Connection
 
 import torch
+from side_by_side import run_side_by_side
 from torch.nn import functional as F
 
 from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
@@ -78,7 +77,7 @@ def side_worker(connection: Connection, name: str, args: argparse.Namespace) -> 
                for _ in range(2)]
     connection.send(torch.get_num_threads())
     iteration = 0
-    while connection.recv() == "step":
+    while connection.recv() == "go":
         start = time.perf_counter()
         step(*batches[iteration % 2])
         connection.send(time.perf_counter() - start)
@@ -100,31 +99,12 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true",
                         help="optimised side in float32 throughout, as `vapsr-video train --fp32`")
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
-    names = ("baseline", "optimised")
-    connections, workers = {}, []
-    for name in names:
-        ours, theirs = context.Pipe()
-        worker = context.Process(target=side_worker, args=(theirs, name, args), daemon=True)
-        worker.start()
-        connections[name], threads = ours, ours.recv()
-        workers.append(worker)
-    load_before = os.getloadavg()[0]
-    timings: dict[str, list[float]] = {name: [] for name in names}
-    for iteration in range(args.iterations + args.warmup):
-        for name in names:
-            connections[name].send("step")
-            elapsed = connections[name].recv()
-            if iteration >= args.warmup:
-                timings[name].append(elapsed)
-    for name in names:
-        connections[name].send("stop")
-    for worker in workers:
-        worker.join()
-    print(f"{args.model} x{args.scale}, batch {args.batch_size}, LR patch {args.patch}, {threads} thread(s), "
-          f"torch {torch.__version__}, {args.iterations} timed iterations each, optimised side in "
-          f"{precision_summary(torch.device('cpu'), not args.fp32)}, "
-          f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
+    run = run_side_by_side(side_worker, ("baseline", "optimised"), args, args.warmup, args.iterations)
+    timings: dict[str, list[float]] = run.measurements
+    print(f"{args.model} x{args.scale}, batch {args.batch_size}, LR patch {args.patch}, "
+          f"{run.described['optimised']} thread(s), torch {torch.__version__}, {args.iterations} timed iterations "
+          f"each, optimised side in {precision_summary(torch.device('cpu'), not args.fp32)}, "
+          f"load average {run.load_before:.2f} -> {run.load_after:.2f}")
     medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
     for name, values in timings.items():
         print(f"{name:>9}: median {medians[name]:7.0f} ms/iteration "

@@ -1,0 +1,55 @@
+"""Run two variants of a measurement in their own processes, one round at a time in turn.
+
+For benchmarks whose variants differ in process-wide settings (allocator, threads),
+which must not leak from one into the other. Alternating rounds means any other
+load on the machine hits both alike.
+
+A worker is ``worker(connection, name, args)``: it sets itself up, sends one
+description of itself (e.g. its thread count), then answers each ``"go"`` with one
+measurement, until it receives ``"stop"``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+@dataclass
+class SideBySide:
+    described: dict[str, Any]  # what each worker sent after setting up
+    measurements: dict[str, list[Any]]  # the timed rounds, per worker
+    load_before: float  # 1-minute load average before the first round
+    load_after: float
+
+
+def run_side_by_side(worker: Callable[[Connection, str, Any], None], names: Sequence[str], args: Any,
+                     untimed: int, timed: int) -> SideBySide:
+    """Start one spawned process per name, run ``untimed`` then ``timed`` rounds, and stop them."""
+    context = multiprocessing.get_context("spawn")
+    connections: dict[str, Connection] = {}
+    described: dict[str, Any] = {}
+    processes = []
+    for name in names:
+        ours, theirs = context.Pipe()
+        process = context.Process(target=worker, args=(theirs, name, args), daemon=True)
+        process.start()
+        connections[name], described[name] = ours, ours.recv()
+        processes.append(process)
+    load_before = os.getloadavg()[0]
+    measurements: dict[str, list[Any]] = {name: [] for name in names}
+    for index in range(untimed + timed):
+        for name in names:
+            connections[name].send("go")
+            result = connections[name].recv()
+            if index >= untimed:
+                measurements[name].append(result)
+    for name in names:
+        connections[name].send("stop")
+    for process in processes:
+        process.join()
+    return SideBySide(described, measurements, load_before, os.getloadavg()[0])
