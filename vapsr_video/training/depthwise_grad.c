@@ -34,8 +34,9 @@ typedef struct {
 } Job;
 
 /* Sums over one row for channels [c0, c0 + 2 * LANES): K columns, two vectors each. */
-static inline __attribute__((always_inline)) void row_two_blocks(const float *grad_row, const float *padded, float *acc_row, int W, int C, int K,
-                                  int dilation, int c0) {
+static inline __attribute__((always_inline)) void row_two_blocks(const float *grad_row, const float *padded,
+                                                                 float *acc_row, int W, int C, int K, int dilation,
+                                                                 int c0) {
     vec a0[MAX_KERNEL] = {0}, a1[MAX_KERNEL] = {0};
     for (int x = 0; x < W; x++) {
         const vec g0 = *(const vec *)(grad_row + (size_t)x * C + c0);
@@ -53,8 +54,9 @@ static inline __attribute__((always_inline)) void row_two_blocks(const float *gr
     }
 }
 
-static inline __attribute__((always_inline)) void row_one_block(const float *grad_row, const float *padded, float *acc_row, int W, int C, int K,
-                                 int dilation, int c0) {
+static inline __attribute__((always_inline)) void row_one_block(const float *grad_row, const float *padded,
+                                                                float *acc_row, int W, int C, int K, int dilation,
+                                                                int c0) {
     vec a[MAX_KERNEL] = {0};
     for (int x = 0; x < W; x++) {
         const vec g = *(const vec *)(grad_row + (size_t)x * C + c0);
@@ -74,26 +76,29 @@ static void row_scalar(const float *grad_row, const float *padded, float *acc_ro
     }
 }
 
-/* The kernel size as a constant lets the compiler unroll the column loops into registers. */
-#define ROW_PASS(KC)                                                                                              \
-    static void row_pass_##KC(const float *grad_row, const float *padded, float *acc_row, int W, int C, int K,   \
-                              int dilation) {                                                                     \
-        (void)K;                                                                                                  \
-        int c0 = 0;                                                                                               \
-        for (; c0 + 2 * LANES <= C; c0 += 2 * LANES) row_two_blocks(grad_row, padded, acc_row, W, C, KC, dilation, c0); \
-        for (; c0 + LANES <= C; c0 += LANES) row_one_block(grad_row, padded, acc_row, W, C, KC, dilation, c0);      \
-        if (c0 < C) row_scalar(grad_row, padded, acc_row, W, C, KC, dilation, c0);                                  \
-    }
-ROW_PASS(3)
-ROW_PASS(5)
-ROW_PASS(7)
-
-static void row_pass_any(const float *grad_row, const float *padded, float *acc_row, int W, int C, int K,
-                         int dilation) {
+/* One row for every channel: pairs of vectors, then one vector, then the scalar rest. */
+static inline __attribute__((always_inline)) void row_pass(const float *grad_row, const float *padded,
+                                                           float *acc_row, int W, int C, int K, int dilation) {
     int c0 = 0;
     for (; c0 + 2 * LANES <= C; c0 += 2 * LANES) row_two_blocks(grad_row, padded, acc_row, W, C, K, dilation, c0);
     for (; c0 + LANES <= C; c0 += LANES) row_one_block(grad_row, padded, acc_row, W, C, K, dilation, c0);
     if (c0 < C) row_scalar(grad_row, padded, acc_row, W, C, K, dilation, c0);
+}
+
+/* The kernel size as a constant lets the compiler unroll the column loops into registers. */
+#define ROW_PASS_FOR(KC)                                                                                       \
+    static void row_pass_##KC(const float *grad_row, const float *padded, float *acc_row, int W, int C, int K, \
+                              int dilation) {                                                                  \
+        (void)K;                                                                                               \
+        row_pass(grad_row, padded, acc_row, W, C, KC, dilation);                                               \
+    }
+ROW_PASS_FOR(3)
+ROW_PASS_FOR(5)
+ROW_PASS_FOR(7)
+
+static void row_pass_any(const float *grad_row, const float *padded, float *acc_row, int W, int C, int K,
+                         int dilation) {
+    row_pass(grad_row, padded, acc_row, W, C, K, dilation);
 }
 
 typedef void (*RowPass)(const float *, const float *, float *, int, int, int, int);
