@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -90,3 +95,11 @@ def test_weight_gradient_matches_pytorch_for_any_channel_count_and_kernel(channe
     expected, = torch.autograd.grad(F.conv2d(x, weight, None, 1, pad, dilation, channels), weight, grad_out)
     got, = torch.autograd.grad(depthwise_conv(x, weight, None, pad, dilation), weight, grad_out)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_kernel_is_built_in_the_one_user_cache_folder(tmp_path: Path) -> None:
+    # The same folder, and the same variable, as the fetched weights: one place for a user to move or clear.
+    environment = {**os.environ, "VAPSR_VIDEO_CACHE_DIR": str(tmp_path)}
+    code = "from vapsr_video.training.native import depthwise_kernel; assert depthwise_kernel() is not None"
+    subprocess.run([sys.executable, "-c", code], env=environment, check=True, timeout=120)
+    assert [p.parent for p in tmp_path.rglob("depthwise_grad-*.so")] == [tmp_path / "kernels"]

@@ -25,8 +25,9 @@ from batch_helpers import make_clip, video_size
 
 from vapsr_video.imaging.image_files import StillImage, read_image, write_image
 from vapsr_video.inference import Upscaler
-from vapsr_video.model.catalog import AUTHORS_MODELS, cache_dir, find_model, model_path, resolve_weights
+from vapsr_video.model.catalog import AUTHORS_MODELS, find_model, model_path, resolve_weights
 from vapsr_video.model.weights import bundled_weights_path, default_weights_path, load_model
+from vapsr_video.user_cache import cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_NAMES = ("VAPSR_VIDEO_CACHE_DIR", "VAPSR_VIDEO_WEIGHTS", "VAPSR_VIDEO_WEIGHTS_URL", "XDG_CACHE_HOME")

@@ -12,14 +12,13 @@ from vapsr_video.model.catalog import (
     AUTHORS_COMMIT,
     AUTHORS_MODELS,
     AUTHORS_REPOSITORY,
-    CACHE_DIR_ENV,
     KNOWN_MODELS,
     KnownModel,
-    cache_dir,
     cache_state,
     find_model,
     model_path,
 )
+from vapsr_video.user_cache import CACHE_DIR_ENV, cache_dir
 
 SETS = ("Set5", "Set14", "B100")
 STATE_LABELS = {"bundled": "bundled", "cached": "cached", "missing": "not fetched", "corrupt": "corrupt: re-fetch"}

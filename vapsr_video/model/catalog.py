@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vapsr_video.errors import WeightsError
+from vapsr_video.user_cache import cache_dir
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled_weights"
-CACHE_DIR_ENV = "VAPSR_VIDEO_CACHE_DIR"
 AUTHORS_REPOSITORY = "zhoumumu/VapSR"
 AUTHORS_COMMIT = "404c584e21ed92b3c9ddc3da8272d366c978148f"  # 2022-11-14, the newest; files unchanged since
 AUTHORS_LICENCE = "none stated; taken from the authors"
@@ -82,18 +82,6 @@ def find_model(name: str) -> KnownModel | None:
         if wanted in (model.name.lower(), model.file_name.lower()):
             return model
     return None
-
-
-def cache_dir() -> Path:
-    """The per-user cache folder: ``$VAPSR_VIDEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/vapsr-video``,
-    else ``~/.cache/vapsr-video``."""
-    override = os.environ.get(CACHE_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "vapsr-video"
 
 
 def model_path(model: KnownModel) -> Path:

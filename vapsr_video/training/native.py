@@ -19,17 +19,12 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from vapsr_video.user_cache import cache_dir
+
 log = logging.getLogger("vapsr_video.train")
 
 SOURCE = Path(__file__).with_name("depthwise_grad.c")
 FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-shared", "-fPIC", "-pthread")
-
-
-def cache_dir() -> Path:
-    """``$VAPSR_VIDEO_CACHE``, else ``$XDG_CACHE_HOME/vapsr-video``, else ``~/.cache/vapsr-video``."""
-    if os.environ.get("VAPSR_VIDEO_CACHE"):
-        return Path(os.environ["VAPSR_VIDEO_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vapsr-video"
 
 
 def _cpu_features() -> str:
@@ -46,7 +41,7 @@ def _cpu_features() -> str:
 def _library_path(compiler: str) -> Path:
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(),
                                      platform.machine().encode(), _cpu_features().encode()])).hexdigest()[:16]
-    return cache_dir() / f"depthwise_grad-{key}.so"
+    return cache_dir() / "kernels" / f"depthwise_grad-{key}.so"
 
 
 def _compile(compiler: str, target: Path) -> None:
