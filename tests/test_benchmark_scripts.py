@@ -35,3 +35,22 @@ def test_host_memory_benchmark_shows_the_retaining_side_stops_page_faulting() ->
     assert set(faults) == {"glibc defaults", "retain_freed_memory"}, out
     assert faults["retain_freed_memory"] < faults["glibc defaults"], out
     assert re.search(r"speed-up: \d+\.\d\dx", out)
+
+
+def test_weight_scale_tells_a_fresh_model_from_one_whose_weights_have_grown(tmp_path) -> None:
+    import torch
+
+    from vapsr_video.model.vapsr import ModelConfig, VapSR
+    from vapsr_video.model.weights import save_weights
+
+    torch.manual_seed(0)  # the script's own fresh reference uses seed 0 too
+    fresh = VapSR(ModelConfig(scale=2, num_feat=8, num_blocks=2, d_atten=8))
+    save_weights(fresh, tmp_path / "fresh.safetensors")
+    with torch.no_grad():
+        fresh.conv_body.weight.mul_(3)
+    save_weights(fresh, tmp_path / "grown.safetensors")
+    out = _run("scripts/weight_scale.py", str(tmp_path / "fresh.safetensors"), str(tmp_path / "grown.safetensors"))
+    fresh_part, grown_part = out.split("grown.safetensors")
+    ratios = lambda text: dict(re.findall(r"^\s+(\S+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)$", text, re.MULTILINE))  # noqa: E731
+    assert set(ratios(fresh_part).values()) == {"1.00"}, out
+    assert ratios(grown_part)["conv_body.weight"] == "3.00" and ratios(grown_part)["body.*.proj_2.weight"] == "1.00"
