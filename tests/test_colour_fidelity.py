@@ -19,12 +19,6 @@ from vapsr_video.model.weights import bundled_weights_path, load_model
 
 MAX_ERROR = 2  # 8-bit code values
 
-# Bundled weights not yet within the bound, colour by colour. After fine-tuning with colour
-# augmentation (docs/training.md), x2, x3 and VapSR-S move no flat colour by more than 1; x4
-# still moves (30, 220, 30) by 3, where the authors' x4 moves it by none. Remove it when it
-# passes.
-BUNDLED_WEIGHTS_KNOWN_TO_FAIL: list[tuple[str, int]] = [("vapsr", 4)]
-
 BUNDLED = [("vapsr", 2), ("vapsr", 3), ("vapsr", 4), ("vapsr-s", 4)]
 AUTHORS_CHECKPOINT = {("vapsr", 2): "VapSR_X2.pth", ("vapsr", 3): "VapSR_X3.pth", ("vapsr", 4): "VapSR_X4.pth",
                       ("vapsr-s", 4): "VapSR-S.pth"}
@@ -79,15 +73,8 @@ def test_the_authors_checkpoints_keep_flat_colours_within_their_measured_bound(
     assert max(e.worst for e in errors) <= AUTHORS_MEASURED_WORST[checkpoint], _describe(errors)
 
 
-def _bundled_case(variant: str, scale: int) -> pytest.param:
-    marks = [pytest.mark.slow]
-    if (variant, scale) in BUNDLED_WEIGHTS_KNOWN_TO_FAIL:
-        marks.append(pytest.mark.xfail(strict=False, reason="these bundled weights do not meet the bound yet "
-                                                                  "(docs/training.md, colour fidelity)"))
-    return pytest.param(variant, scale, marks=marks, id=f"{variant}-x{scale}")
-
-
-@pytest.mark.parametrize(("variant", "scale"), [_bundled_case(*case) for case in BUNDLED])
+@pytest.mark.slow
+@pytest.mark.parametrize(("variant", "scale"), BUNDLED, ids=[f"{v}-x{s}" for v, s in BUNDLED])
 def test_bundled_weights_keep_flat_colours(variant: str, scale: int, request: pytest.FixtureRequest) -> None:
     errors = _errors(bundled_weights_path(variant, scale))
     reference = None
