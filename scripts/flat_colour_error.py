@@ -10,27 +10,24 @@ than the authors' checkpoint of the same scale.
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 import torch
 
-from vapsr_video.errors import VapsrError
+from vapsr_video.cli.main import run_guarded
 from vapsr_video.evaluation.flat_colours import FLAT_COLOURS, flat_colour_errors
 from vapsr_video.model.weights import load_model
 
 
-def main() -> int:
+def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", nargs="+", help="safetensors files or the authors' .pth checkpoints")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     for path in args.weights:
-        try:
-            model = load_model(path)
-        except VapsrError as exc:
-            print(exc, file=sys.stderr)
-            return exc.exit_code
+        model = load_model(path)  # a bad file: one line and its exit code (run_guarded)
         results = flat_colour_errors(model, FLAT_COLOURS)
         print(f"{path} ({model.config.variant} x{model.scale})")
         for result in results:
@@ -41,4 +38,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main, sys.argv[1:]))

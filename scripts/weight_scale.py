@@ -19,10 +19,11 @@ import argparse
 import re
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 
-from vapsr_video.errors import VapsrError
+from vapsr_video.cli.main import run_guarded
 from vapsr_video.model.vapsr import VapSR
 from vapsr_video.model.weights import load_model
 
@@ -38,16 +39,12 @@ def rms_by_kind(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
     return {kind: float(torch.cat(parts).mean().sqrt()) for kind, parts in squares.items()}
 
 
-def main() -> int:
+def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", nargs="+", help="safetensors files, known model names or the authors' .pth files")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for path in args.weights:
-        try:
-            model = load_model(path)
-        except VapsrError as exc:
-            print(exc, file=sys.stderr)
-            return exc.exit_code
+        model = load_model(path)  # a bad file: one line and its exit code (run_guarded)
         torch.manual_seed(0)
         fresh = rms_by_kind(VapSR(model.config).state_dict())
         trained = rms_by_kind(model.state_dict())
@@ -59,4 +56,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -54,3 +54,14 @@ def test_weight_scale_tells_a_fresh_model_from_one_whose_weights_have_grown(tmp_
     ratios = lambda text: dict(re.findall(r"^\s+(\S+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)$", text, re.MULTILINE))  # noqa: E731
     assert set(ratios(fresh_part).values()) == {"1.00"}, out
     assert ratios(grown_part)["conv_body.weight"] == "3.00" and ratios(grown_part)["body.*.proj_2.weight"] == "1.00"
+
+
+@pytest.mark.parametrize("script", ["scripts/weight_scale.py", "scripts/flat_colour_error.py"])
+def test_weights_scripts_refuse_a_bad_file_in_one_line(script: str, tmp_path) -> None:
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"junk")
+    result = subprocess.run([sys.executable, script, str(bad)], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr and str(bad) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
