@@ -16,11 +16,12 @@ def remove_finished_work(db: JobsDB, settings: UnitSettings) -> None:
     root = settings.work_root
     if not root.is_dir():
         return
-    keep = {str(job.id) for job in db.jobs() if job.state in ("pending", "running") and job.segmented}
-    keep |= {str(job.id) for job in db.jobs() if job.state == "running"}
+    jobs = db.jobs()
+    keep = {str(job.id) for job in jobs if job.state in ("pending", "running") and job.segmented}
+    keep |= {str(job.id) for job in jobs if job.state == "running"}
     # A job interrupted between publishing its output and recording it: its note lets the next run
     # recognise that output as this batch's instead of refusing it as a file that appeared.
-    keep |= {str(job.id) for job in db.jobs()
+    keep |= {str(job.id) for job in jobs
              if job.state == "pending" and (settings.work_dir(job.id) / PUBLISHED_NOTE).is_file()}
     for folder in root.iterdir():
         if folder.name not in keep:
