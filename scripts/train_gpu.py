@@ -70,9 +70,26 @@ def starting_weights(name: str, weights_dir: str | None) -> Path:
     return bundled_weights_path(*parse_model(name))
 
 
+def threads_per_run(args: argparse.Namespace) -> int:
+    return max(1, (os.cpu_count() or 1) // len(args.models))
+
+
+def run_environment(threads: int) -> dict[str, str]:
+    """The environment of one training process: its BLAS and OpenMP pools sized like its torch pool.
+
+    numpy's OpenBLAS (used while the LR patches are prepared) would otherwise start one
+    busy-waiting thread per core in every process; with four processes on a 2-core machine
+    they starved each other for minutes. Values the user set are kept.
+    """
+    env = dict(os.environ)
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(variable, str(threads))
+    return env
+
+
 def train_command(args: argparse.Namespace, name: str, weights: Path, deadline: float) -> list[str]:
     variant, scale = parse_model(name)
-    threads = max(1, (os.cpu_count() or 1) // len(args.models))
+    threads = threads_per_run(args)
     command = [sys.executable, "-m", "vapsr_video", "train", *args.data, "--out", str(Path(args.out) / name),
                "--model", variant, "--scale", str(scale), "--deadline", f"{deadline:.3f}",
                "--batch-size", str(args.batch_size), "--patch", str(args.patch), "--lr", str(args.lr),
@@ -140,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / name).mkdir(exist_ok=True)
         with open(out / name / "console.log", "w") as console:
             processes[name] = subprocess.Popen(train_command(args, name, weights[name], deadline),
-                                               stdout=console, stderr=subprocess.STDOUT)
+                                               stdout=console, stderr=subprocess.STDOUT,
+                                               env=run_environment(threads_per_run(args)))
     print(f"training {', '.join(args.models)} on {args.device} for up to {total - reserve:.0f} s; "
           f"logs in {out}/*/")
     failed = [name for name, process in processes.items() if process.wait() != 0]
