@@ -115,6 +115,23 @@ def test_a_16_bit_training_image_is_refused_not_quietly_reduced(image_folder: Pa
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_process_group(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``command`` in its own session; on timeout kill the whole group, not only the leader.
+
+    The GPU script starts one training process per model: killing only the script would leave
+    those running (and holding the CPU) long after the test has failed.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{command[1]} ran past {timeout} s; its process group was killed\n{stdout}{stderr}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 @pytest.mark.slow
 def test_gpu_script_fine_tunes_all_four_models_within_its_budget_on_the_cpu(image_folder: Path,
                                                                            tmp_path: Path) -> None:
@@ -129,7 +146,7 @@ def test_gpu_script_fine_tunes_all_four_models_within_its_budget_on_the_cpu(imag
                "--warmup", "50", "--benchmarks", str(benchmarks), "--sets", "Set5", "--no-colour-check"]
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # this checkout's package, not an installed one
     start = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    result = run_process_group(command, env=environment, timeout=300)
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "quality.json").read_text())

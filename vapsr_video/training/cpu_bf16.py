@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vapsr_video.training.module_swap import swap_class
+from vapsr_video.model.module_swap import swap_class
 
 
 @cache

@@ -5,7 +5,8 @@ PyTorch's CPU backward of a depthwise convolution costs 9-14 times its forward
 
 - the input gradient is the forward depthwise convolution of the output gradient
   with the spatially flipped kernel (exact for stride 1 and "same" padding,
-  ``pad == dilation * (kernel - 1) / 2``, which is what VapSR uses);
+  ``pad == dilation * (kernel - 1) / 2``, which is what VapSR uses); dilated ones,
+  forward and backward, go through :mod:`vapsr_video.model.phase_split`;
 - the weight gradient comes from a small C loop (``depthwise_grad.c``) that does
   only the products needed, on channels-last tensors; when it cannot be built,
   from PyTorch's own backward.
@@ -21,9 +22,9 @@ import ctypes
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from vapsr_video.training.module_swap import swap_class
+from vapsr_video.model.module_swap import swap_class
+from vapsr_video.model.phase_split import depthwise_same, is_same_depthwise
 from vapsr_video.training.native import depthwise_kernel
 
 MAX_NATIVE_KERNEL = 7  # MAX_KERNEL in depthwise_grad.c; larger kernels take PyTorch's backward
@@ -57,14 +58,14 @@ class _DepthwiseConv(torch.autograd.Function):
                 dilation: int) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.pad, ctx.dilation, ctx.has_bias = pad, dilation, bias is not None
-        return F.conv2d(x, weight, bias, 1, pad, dilation, weight.shape[0])
+        return depthwise_same(x, weight, bias, pad, dilation)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad_out, weight.flip(2, 3), None, 1, ctx.pad, ctx.dilation, weight.shape[0])
+            grad_x = depthwise_same(grad_out, weight.flip(2, 3), None, ctx.pad, ctx.dilation)
         if ctx.needs_input_grad[1]:
             grad_weight = _weight_grad(x, grad_out, weight, ctx.pad, ctx.dilation)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -87,13 +88,7 @@ class FastDepthwiseConv2d(nn.Conv2d):
 
 def is_eligible(module: nn.Module) -> bool:
     """A stride-1, square, "same"-padded depthwise convolution: where the flipped-kernel identity holds."""
-    if type(module) is not nn.Conv2d or isinstance(module.padding, str):
-        return False
-    kernel, pad, dilation = module.kernel_size, module.padding, module.dilation
-    return (module.groups == module.in_channels == module.out_channels and module.stride == (1, 1)
-            and kernel[0] == kernel[1] and kernel[0] % 2 == 1 and pad[0] == pad[1] and dilation[0] == dilation[1]
-            and pad[0] == dilation[0] * (kernel[0] - 1) // 2
-            and module.padding_mode == "zeros")
+    return type(module) is nn.Conv2d and is_same_depthwise(module)
 
 
 def use_fast_depthwise(model: nn.Module) -> int:
