@@ -19,7 +19,7 @@ from vapsr_video.inference.upscaler import Upscaler
 from vapsr_video.model.weights import load_model, save_weights
 
 REFERENCE_CHECKPOINTS = ("VapSR_X2.pth", "VapSR_X3.pth", "VapSR_X4.pth", "VapSR-S.pth")
-FULL_EVAL = os.environ.get("VAPSR_EVAL_B100", "1") != "0"  # on by default: about 2 minutes on 2 cores
+FULL_EVAL = os.environ.get("VAPSR_EVAL_B100", "1") != "0"  # on by default: about 2.5 minutes on 2 AVX2 cores
 
 
 @pytest.fixture(scope="module")

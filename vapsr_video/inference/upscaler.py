@@ -19,6 +19,7 @@ from vapsr_video.inference.memory import MIN_TILE, Attempt, MemoryPlanner
 from vapsr_video.inference.nonfinite import NonFiniteCounter, sanitise
 from vapsr_video.inference.precision import cpu_has_native_bf16, use_exact_fp32_convolutions
 from vapsr_video.inference.tiling import run_tiled
+from vapsr_video.model.phase_split import use_phase_split
 from vapsr_video.model.vapsr import VapSR
 from vapsr_video.model.weights import load_model
 
@@ -95,6 +96,9 @@ class Upscaler:
         _warn_if_overlap_dominates(tile, tile_overlap)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, self.dtype, memory_format=memory_format).eval().requires_grad_(False)
+        if self.device.type == "cpu":
+            # Same parameters, same output; about 3x faster where oneDNN's dilated path is slow.
+            use_phase_split(self.model)
         self.engine = make_engine(engine, self.model, self.device)
         self.memory = MemoryPlanner(tile)
         self._nonfinite = NonFiniteCounter()

@@ -12,8 +12,8 @@ PyTorch's CPU backward of a depthwise convolution costs 9-14 times its forward
   from PyTorch's own backward.
 
 Only the training model uses it: ``use_fast_depthwise`` switches the class of the
-modules in place, so parameter names and checkpoints are unchanged, and
-inference keeps the stock ``nn.Conv2d``.
+modules in place, so parameter names and checkpoints are unchanged (CPU inference
+swaps in only the phase split, see ``Upscaler``).
 """
 
 from __future__ import annotations
