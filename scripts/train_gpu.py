@@ -152,13 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     # One wall-clock deadline for all runs: each fits its iterations to the time it has left
     # after starting up and loading its data, and stops there in any case.
     deadline = start_wall + total - reserve
+    environment = run_environment(threads_per_run(args))
     processes = {}
     for name in args.models:
         (out / name).mkdir(exist_ok=True)
         with open(out / name / "console.log", "w") as console:
             processes[name] = subprocess.Popen(train_command(args, name, weights[name], deadline),
                                                stdout=console, stderr=subprocess.STDOUT,
-                                               env=run_environment(threads_per_run(args)))
+                                               env=environment)
     print(f"training {', '.join(args.models)} on {args.device} for up to {total - reserve:.0f} s; "
           f"logs in {out}/*/")
     failed = [name for name, process in processes.items() if process.wait() != 0]

@@ -37,7 +37,6 @@ def test_host_memory_benchmark_shows_the_retaining_side_stops_page_faulting() ->
     assert re.search(r"speed-up: \d+\.\d\dx", out)
 
 
-
 @pytest.mark.slow
 def test_phase_split_benchmark_reports_all_three_and_identical_pixels() -> None:
     out = _run("scripts/benchmark_phase_split.py", "--threads", "1", "--passes", "2", "--warmup", "1",
@@ -46,6 +45,7 @@ def test_phase_split_benchmark_reports_all_three_and_identical_pixels() -> None:
         assert re.search(re.escape(what) + r".*: oneDNN [\d.]+ ms, phase split [\d.]+ ms, speed-up [\d.]+x", out), out
     assert float(re.search(r"largest difference (\S+)", out).group(1)) < 1e-4, out
     assert re.search(r"identical pixels: (yes|no)", out), out
+
 
 def test_weight_scale_tells_a_fresh_model_from_one_whose_weights_have_grown(tmp_path) -> None:
     import torch

@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from vapsr_video.model.phase_split import PhaseSplitConv2d
+from vapsr_video.model.vapsr import VapSR
 from vapsr_video.model.weights import read_state_dict
 from vapsr_video.training.data import PairedPatches
 from vapsr_video.training.fast_depthwise import FastDepthwiseConv2d
 from vapsr_video.training.trainer import TrainConfig, Trainer, precision_summary
+from vapsr_video.training.validation import ValidationSet
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -222,6 +225,17 @@ def test_calibration_times_the_real_step_on_copies(image_folder: Path, tmp_path:
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, before[key]), f"calibration changed {key}"
 
+
+
+def test_cpu_validation_runs_the_ema_by_phase_split_with_the_stock_models_score(image_folder: Path,
+                                                                                 tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(image_folder, tmp_path / "run"))
+    assert sum(isinstance(m, PhaseSplitConv2d) for m in trainer.ema.modules()) == trainer.ema.config.num_blocks
+    stock = VapSR(trainer.ema.config)
+    stock.load_state_dict(trainer.ema.state_dict())
+    validation = ValidationSet(image_folder, 2)
+    assert validation.psnr(trainer.ema, trainer.device) == pytest.approx(validation.psnr(stock, trainer.device),
+                                                                         abs=1e-6)
 
 def test_time_limit_stops_training_and_exports(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"

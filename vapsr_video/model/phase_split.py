@@ -3,15 +3,15 @@
 With stride 1 and "same" padding, output pixel (y, x) of a convolution dilated by d
 reads only input pixels whose row and column are congruent to y and x modulo d. Split
 the image into its d*d phase images (every d-th row and column, from each offset) and
-the dilated convolution becomes an ordinary one over d*d images a d-th the size. Padding
-the image with zeros to a multiple of d first is exact: those rows and columns stand
-where the dilated convolution reads its own zero padding.
+the dilated convolution becomes an ordinary one over d*d images a d-th the size. A
+phase that comes up a row or column short is padded with zeros: they stand where the
+dilated convolution reads its own zero padding, so the result is exact.
 
 Why: oneDNN's CPU depthwise convolution is fast undilated, but on CPUs without AVX-512 it
 takes a slow path when dilated. On a 2-core AVX2 EPYC, VapSR's 5x5 convolution dilated
 by 3 over a channels-last 16x64x64x64 tensor took 112 ms, the same without dilation 5 ms,
-and this split about 10 ms including its copies. It
-is most of what a CPU training step or a CPU frame costs there.
+and this split about 10 ms including its copies; the dilated convolution was most of
+what a CPU training step or a CPU frame cost there.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from vapsr_video.host_memory import retain_freed_memory
 from vapsr_video.inference.devices import resolve_device
+from vapsr_video.model.phase_split import use_phase_split
 from vapsr_video.model.vapsr import VapSR, published_config
 from vapsr_video.model.weights import build_model, read_state_dict, save_weights
 from vapsr_video.safe_output import atomic_output
@@ -193,6 +194,8 @@ class Trainer:
         self.ema = VapSR(self.model.config).to(self.device, memory_format=torch.channels_last)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
+        if self.device.type == "cpu":
+            use_phase_split(self.ema)  # validation runs it, as the CPU upscaler runs the exported weights
         self.optimizer = make_optimizer(self.model, config.lr)
         self.iteration = 0
         self.history: list[dict[str, float]] = []
