@@ -81,7 +81,8 @@ def test_a_vapsr_step_with_the_fast_backward_matches_the_stock_one() -> None:
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-6, msg=f"{name} gradient differs")
 
 
-# Channel counts that take every path of the C kernel (two 16-lane vectors, one, the scalar rest),
+# Channel counts that take every path of the C kernel (pairs of vectors, one, the scalar rest) whether a
+# vector has 16 lanes (AVX-512) or 8 (AVX2),
 # kernel sizes it specialises (3, 5, 7) and one it hands back to PyTorch (9).
 @pytest.mark.parametrize("channels", [20, 40, 64])
 @pytest.mark.parametrize(("kernel", "dilation"), [(3, 1), (5, 1), (5, 3), (7, 2), (9, 1)])
