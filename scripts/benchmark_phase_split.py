@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
+from side_by_side import alternate
 from torch.nn import functional as F
 
 from vapsr_video.host_memory import retain_freed_memory
@@ -50,20 +49,6 @@ def training_on_onednn():
         yield
     finally:
         fast_depthwise.depthwise_same = original
-
-
-def alternate(sides: dict[str, Callable[[], object]], warmup: int, passes: int) -> dict[str, float]:
-    """Median milliseconds per call of each side, the sides taking turns."""
-    for _ in range(warmup):
-        for run in sides.values():
-            run()
-    timings: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(passes):
-        for name, run in sides.items():
-            start = time.perf_counter()
-            run()
-            timings[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in timings.items()}
 
 
 def report(title: str, medians: dict[str, float]) -> None:

@@ -1,8 +1,8 @@
-"""Run two variants of a measurement in their own processes, one round at a time in turn.
+"""Run variants of a measurement one round at a time in turn, so that any other load on the machine hits all alike.
 
-For benchmarks whose variants differ in process-wide settings (allocator, threads),
-which must not leak from one into the other. Alternating rounds means any other
-load on the machine hits both alike.
+``alternate`` runs them in this process; ``run_side_by_side`` in their own processes,
+for benchmarks whose variants differ in process-wide settings (allocator, threads),
+which must not leak from one into the other.
 
 A worker is ``worker(connection, name, args)``: it sets itself up, sends one
 description of itself (e.g. its thread count), then answers each ``"go"`` with one
@@ -13,10 +13,26 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+
+
+def alternate(sides: dict[str, Callable[[], object]], warmup: int, passes: int) -> dict[str, float]:
+    """Median milliseconds per call of each side, the sides taking turns in this process."""
+    for _ in range(warmup):
+        for run in sides.values():
+            run()
+    timings: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(passes):
+        for name, run in sides.items():
+            start = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1000 for name, values in timings.items()}
 
 
 @dataclass

@@ -47,6 +47,21 @@ def test_phase_split_benchmark_reports_all_three_and_identical_pixels() -> None:
     assert re.search(r"identical pixels: (yes|no)", out), out
 
 
+@pytest.mark.slow
+def test_depthwise_gradient_benchmark_times_pytorch_and_both_vector_widths_and_checks_them() -> None:
+    out = _run("scripts/benchmark_depthwise_grad.py", "--threads", "1", "--passes", "2", "--warmup", "1",
+               "--batch-size", "2", "--patch", "16")
+    for dilation in (1, 3):
+        assert f"weight gradient, 5x5 dilated by {dilation}, 2x64x16x16 channels-last" in out, out
+    for side, lanes in (("C, 16 lanes", 16), ("C, 8 lanes", 8)):
+        differences = re.findall(re.escape(side) + rf": [\d.]+ ms, [\d.]+x, {lanes} lanes, largest difference "
+                                 r"from PyTorch (\S+) of the largest gradient", out)
+        assert len(differences) == 2 and all(float(d) < 1e-5 for d in differences), out
+    assert re.search(r"trainer's build: [\d.]+ ms, [\d.]+x, (8|16) lanes", out), out
+    assert re.search(r"training iteration, vapsr-s x4.*\n  C, 16 lanes: [\d.]+ ms, 1\.00x\n"
+                     r"  C, 8 lanes: [\d.]+ ms, [\d.]+x", out), out
+
+
 def test_weight_scale_tells_a_fresh_model_from_one_whose_weights_have_grown(tmp_path) -> None:
     import torch
 

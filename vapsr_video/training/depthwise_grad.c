@@ -23,10 +23,12 @@
 
 /* One vector of the target: the 2 * K accumulators of a pass must fit in its registers (32 with AVX-512,
  * 16 with AVX2). 16-lane vectors on an AVX2-only CPU spilled them to the stack: 4x slower. */
+#ifndef LANES /* benchmarks may set it: scripts/benchmark_depthwise_grad.py */
 #if defined(__AVX512F__)
 #define LANES 16
 #else
 #define LANES 8
+#endif
 #endif
 #define MAX_KERNEL 7
 
@@ -143,6 +145,9 @@ static void *thread_main(void *task) {
     t->status = accumulate_rows(&t->job);
     return NULL;
 }
+
+/* The vector width this build chose, for benchmarks and logs. */
+int vapsr_depthwise_lanes(void) { return LANES; }
 
 /* Returns 0, or -1 when memory ran out (out is then untouched). */
 int vapsr_depthwise_grad_weight(const float *input, const float *grad_out, float *out, int batch, int height,

@@ -44,34 +44,45 @@ def _library_path(compiler: str) -> Path:
     return cache_dir() / "kernels" / f"depthwise_grad-{key}.so"
 
 
-def _compile(compiler: str, target: Path) -> None:
+def find_compiler() -> str | None:
+    """``$CC``, else the system's ``cc``, ``gcc`` or ``clang``."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def compile_kernel(compiler: str, target: Path, extra_flags: tuple[str, ...] = ()) -> None:
+    """Build ``depthwise_grad.c`` into ``target`` (``extra_flags`` such as ``-DLANES=16`` for benchmarks)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # Compile beside the target and rename: concurrent trainers never load a half-written library.
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True,
-                       text=True, timeout=120)
+        subprocess.run([compiler, *FLAGS, *extra_flags, str(SOURCE), "-o", str(built)], check=True,
+                       capture_output=True, text=True, timeout=120)
         os.replace(built, target)
+
+
+def load_kernel(path: Path) -> ctypes.CDLL:
+    """Load a built kernel with its function's C signature declared."""
+    library = ctypes.CDLL(str(path))
+    function = library.vapsr_depthwise_grad_weight
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 8
+    return library
 
 
 @cache
 def depthwise_kernel() -> ctypes.CDLL | None:
     """The compiled kernel, or ``None`` (logged once) when it cannot be built or loaded."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    compiler = find_compiler()
     if compiler is None:
         log.warning("no C compiler found: training uses PyTorch's slower depthwise backward")
         return None
     path = _library_path(compiler)
     try:
         if not path.is_file():
-            _compile(compiler, path)
-        library = ctypes.CDLL(str(path))
+            compile_kernel(compiler, path)
+        return load_kernel(path)
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or exc
         log.warning("could not build the depthwise kernel (%s): training uses PyTorch's slower backward",
                     str(detail).strip().splitlines()[-1] if str(detail).strip() else type(exc).__name__)
         return None
-    function = library.vapsr_depthwise_grad_weight
-    function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 8
-    return library
