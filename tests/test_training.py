@@ -226,6 +226,28 @@ def test_calibration_times_the_real_step_on_copies(image_folder: Path, tmp_path:
         assert torch.equal(value, before[key]), f"calibration changed {key}"
 
 
+@pytest.mark.parametrize(("loss", "measure"), [("l1", torch.nn.functional.l1_loss),
+                                               ("mse", torch.nn.functional.mse_loss)])
+def test_the_chosen_pixel_loss_is_what_a_step_minimises_and_what_the_weights_record(
+        image_folder: Path, tmp_path: Path, loss: str, measure) -> None:
+    trainer = Trainer(tiny_config(image_folder, tmp_path / "run", loss=loss, bf16=False))
+    lr_batch, hr_batch = PairedPatches([str(image_folder)], 2, 16).sample(np.random.default_rng(0), 2)
+    with torch.no_grad():
+        expected = measure(trainer.model(lr_batch.contiguous(memory_format=torch.channels_last)), hr_batch)
+    assert float(trainer.step(lr_batch, hr_batch)) == pytest.approx(float(expected), rel=1e-5)
+    _, metadata = read_state_dict(trainer.export())
+    assert metadata["recipe"].startswith(f"{loss.upper()}, Adam")
+
+
+def test_resuming_with_another_loss_says_so_and_fine_tunes_with_it(image_folder: Path, tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    Trainer(tiny_config(image_folder, tmp_path / "run")).train()
+    resumed = Trainer(tiny_config(image_folder, tmp_path / "run", loss="mse", iterations=3))
+    with caplog.at_level("INFO", logger="vapsr_video.train"):
+        assert resumed.try_resume()
+    assert "changing the loss from l1 to mse at iteration 2" in caplog.text
+    assert resumed.step.loss is torch.nn.functional.mse_loss
+
 
 def test_cpu_validation_runs_the_ema_by_phase_split_with_the_stock_models_score(image_folder: Path,
                                                                                  tmp_path: Path) -> None:
@@ -236,6 +258,7 @@ def test_cpu_validation_runs_the_ema_by_phase_split_with_the_stock_models_score(
     validation = ValidationSet(image_folder, 2)
     assert validation.psnr(trainer.ema, trainer.device) == pytest.approx(validation.psnr(stock, trainer.device),
                                                                          abs=1e-6)
+
 
 def test_time_limit_stops_training_and_exports(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp32", dest="bf16", action="store_false",
                         help="compute in float32 throughout (default: bf16 autocast on CUDA; on CPUs with native "
                              "bf16, the 1x1 convolutions in bf16)")
+    parser.add_argument("--loss", choices=("l1", "mse"), default="l1",
+                        help="pixel loss: l1 (the authors' recipe) or mse, which PSNR measures; for a last "
+                             "fine-tuning run from trained weights (see docs/training.md)")
     parser.add_argument("--export-only", action="store_true",
                         help="write the EMA weights of the last checkpoint and stop")
     return parser
@@ -73,7 +76,7 @@ def main(argv: Sequence[str]) -> int:
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, log_every=args.log_every,
         validation=args.validation,
         seed=args.seed, device=args.device, warm_start=args.warm_start, compile=args.compile, threads=args.threads,
-        fast_kernels=args.fast_kernels, bf16=args.bf16,
+        fast_kernels=args.fast_kernels, bf16=args.bf16, loss=args.loss,
     )
     trainer = Trainer(config)
     if args.export_only:

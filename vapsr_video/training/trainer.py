@@ -1,4 +1,4 @@
-"""The VapSR training loop: L1, Adam, cosine learning rate, EMA weights, resumable.
+"""The VapSR training loop: L1 (or MSE) loss, Adam, cosine learning rate, EMA weights, resumable.
 
 Checkpoints hold everything needed to continue bit for bit on the CPU (model,
 EMA, optimiser, iteration); the data stream is a pure function of (seed,
@@ -65,6 +65,7 @@ class TrainConfig:
     threads: int = 0
     fast_kernels: bool = True  # the faster depthwise backward on the CPU (fast_depthwise.py)
     bf16: bool = True  # autocast on CUDA; on CPUs with native bf16, the 1x1 convolutions (cpu_bf16.py)
+    loss: str = "l1"  # a key of PIXEL_LOSSES
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -143,16 +144,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# L1 is the authors' loss; MSE is what PSNR measures, for a last fine-tuning run from trained weights.
+PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+
+
 class TrainingStep:
-    """One L1 training step: forward (bf16 autocast on CUDA), backward, optimiser step.
+    """One training step: forward (bf16 autocast on CUDA), pixel loss, backward, optimiser step.
 
     With ``compile``, the model is compiled, not this step: the learning rate changes every
     iteration and would make a compiled step recompile on older PyTorch.
     """
 
     def __init__(self, model: VapSR, optimizer: torch.optim.Optimizer, device: torch.device,
-                 compile: bool = False, bf16: bool = True) -> None:
+                 compile: bool = False, bf16: bool = True, loss: str = "l1") -> None:
         self.model, self.optimizer, self.device = model, optimizer, device
+        self.loss = PIXEL_LOSSES[loss]
         self.autocast = bf16 and device.type == "cuda"
         self.forward = torch.compile(model) if compile else model
 
@@ -161,7 +167,7 @@ class TrainingStep:
         lr_batch = lr_batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         hr_batch = hr_batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            loss = F.l1_loss(self.forward(lr_batch).float(), hr_batch)
+            loss = self.loss(self.forward(lr_batch).float(), hr_batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -170,7 +176,7 @@ class TrainingStep:
 
 # What export-only takes from the checkpoint: the settings that describe how the weights were made.
 RECORDED_RECIPE = ("data", "batch_size", "lr_patch", "lr", "min_lr", "warmup", "ema_decay", "seed", "warm_start",
-                   "bf16")
+                   "bf16", "loss")
 
 
 class Trainer:
@@ -200,7 +206,7 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self.recorded_config: dict[str, object] = {}  # the checkpoint's TrainConfig, after try_resume
-        self.step = TrainingStep(self.model, self.optimizer, self.device, config.compile, config.bf16)
+        self.step = TrainingStep(self.model, self.optimizer, self.device, config.compile, config.bf16, config.loss)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -239,6 +245,10 @@ class Trainer:
         self.history = json.loads(state["history"])
         self.copied = json.loads(state["copied"])
         self.recorded_config = dict(state["config"])
+        recorded_loss = self.recorded_config.get("loss", "l1")  # checkpoints from before the option: L1
+        if recorded_loss != self.config.loss:
+            log.info("changing the loss from %s to %s at iteration %d", recorded_loss, self.config.loss,
+                     self.iteration)
         # A resumed run was warm-started by its first command, whatever this one says.
         self.config.warm_start = self.config.warm_start or state["config"].get("warm_start")
         log.info("resumed from %s at iteration %d of %d", self.checkpoint_path, self.iteration,
@@ -286,7 +296,8 @@ class Trainer:
         compilation), on copies, so timing it leaves the run's state alone; with the copies' model and EMA."""
         probe = copy.deepcopy(self.model)
         probe_ema = copy.deepcopy(self.ema)
-        step = TrainingStep(probe, make_optimizer(probe, 0.0), self.device, self.config.compile, self.config.bf16)
+        step = TrainingStep(probe, make_optimizer(probe, 0.0), self.device, self.config.compile, self.config.bf16,
+                            self.config.loss)
         return step, probe, probe_ema
 
     def _fit_iterations(self, data: PairedPatches) -> None:
@@ -384,7 +395,7 @@ class Trainer:
             "iterations": str(self.iteration),
             "batch_size": str(config.batch_size),
             "lr_patch": str(config.lr_patch),
-            "recipe": f"L1, Adam lr {config.lr} betas 0.9/0.99, warm-up {config.warmup} + cosine to "
+            "recipe": f"{config.loss.upper()}, Adam lr {config.lr} betas 0.9/0.99, warm-up {config.warmup} + cosine to "
                       f"{config.min_lr}, EMA {config.ema_decay}, flips and 90-degree rotations, colour augmentation "
                       "(channel orders, inversion, flat saturated patches)",
             "device": str(self.device),
