@@ -31,6 +31,7 @@ from side_by_side import alternate
 from vapsr_video.host_memory import retain_freed_memory
 from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
 from vapsr_video.training import fast_depthwise
+from vapsr_video.training.fast_depthwise import native_weight_grad
 from vapsr_video.training.native import compile_kernel, depthwise_kernel, find_compiler, load_kernel
 from vapsr_video.training.trainer import TrainingStep, make_optimizer, prepare_for_training, update_ema
 
@@ -59,19 +60,6 @@ def pytorch_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.T
         [False, True, False])[1]
 
 
-def kernel_weight_grad(library: ctypes.CDLL, x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor,
-                       pad: int, dilation: int) -> torch.Tensor:
-    channels, kernel = weight.shape[0], weight.shape[-1]
-    x_nhwc, grad_nhwc = x.permute(0, 2, 3, 1).contiguous(), grad_out.permute(0, 2, 3, 1).contiguous()
-    out = torch.empty(kernel, kernel, channels)
-    status = library.vapsr_depthwise_grad_weight(
-        x_nhwc.data_ptr(), grad_nhwc.data_ptr(), out.data_ptr(), x.shape[0], x.shape[2], x.shape[3], channels,
-        kernel, pad, dilation, torch.get_num_threads())
-    if status != 0:
-        raise MemoryError("the depthwise weight-gradient kernel ran out of memory")
-    return out.permute(2, 0, 1).unsqueeze(1)
-
-
 def report(title: str, medians: dict[str, float], notes: dict[str, str] | None = None) -> None:
     """One line per side: median time, speed-up over the first side, and any note."""
     baseline_name, baseline = next(iter(medians.items()))
@@ -94,11 +82,11 @@ def weight_gradient_alone(args: argparse.Namespace, builds: dict[str, ctypes.CDL
             "PyTorch": lambda p=pad, d=dilation: pytorch_weight_grad(x, grad_out, weight, p, d)}
         notes = {}
         for name, library in builds.items():
-            got = kernel_weight_grad(library, x, grad_out, weight, pad, dilation)
+            got = native_weight_grad(library, x, grad_out, 5, pad, dilation)
             error = ((got - expected).abs().max() / expected.abs().max()).item()
             notes[name] = (f"{library.vapsr_depthwise_lanes()} lanes, largest difference from PyTorch "
                            f"{error:.1e} of the largest gradient")
-            sides[name] = lambda lib=library, p=pad, d=dilation: kernel_weight_grad(lib, x, grad_out, weight, p, d)
+            sides[name] = lambda lib=library, p=pad, d=dilation: native_weight_grad(lib, x, grad_out, 5, p, d)
         report(f"weight gradient, 5x5 dilated by {dilation}, {'x'.join(map(str, shape))} channels-last",
                alternate(sides, args.warmup, args.passes), notes)
 

@@ -30,23 +30,30 @@ from vapsr_video.training.native import depthwise_kernel
 MAX_NATIVE_KERNEL = 7  # MAX_KERNEL in depthwise_grad.c; larger kernels take PyTorch's backward
 
 
+def native_weight_grad(library: ctypes.CDLL, x: torch.Tensor, grad_out: torch.Tensor, kernel: int, pad: int,
+                       dilation: int) -> torch.Tensor:
+    """The weight gradient (channels x 1 x kernel x kernel, float32) from a built ``depthwise_grad.c``."""
+    channels = x.shape[1]
+    # NHWC views; a no-op for the channels-last tensors VapSR's blocks pass on.
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+    grad_nhwc = grad_out.permute(0, 2, 3, 1).contiguous()
+    out = torch.empty(kernel, kernel, channels)
+    status = library.vapsr_depthwise_grad_weight(
+        ctypes.c_void_p(x_nhwc.data_ptr()), ctypes.c_void_p(grad_nhwc.data_ptr()),
+        ctypes.c_void_p(out.data_ptr()), x.shape[0], x.shape[2], x.shape[3], channels, kernel, pad,
+        dilation, torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("the depthwise weight-gradient kernel ran out of memory")
+    return out.permute(2, 0, 1).unsqueeze(1)
+
+
 def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, pad: int,
                  dilation: int) -> torch.Tensor:
     channels, kernel = weight.shape[0], weight.shape[-1]
     eligible = x.device.type == "cpu" and x.dtype == torch.float32 and kernel <= MAX_NATIVE_KERNEL
     library = depthwise_kernel() if eligible else None
     if library is not None:
-        # NHWC views; a no-op for the channels-last tensors VapSR's blocks pass on.
-        x_nhwc = x.permute(0, 2, 3, 1).contiguous()
-        grad_nhwc = grad_out.permute(0, 2, 3, 1).contiguous()
-        out = torch.empty(kernel, kernel, channels)
-        status = library.vapsr_depthwise_grad_weight(
-            ctypes.c_void_p(x_nhwc.data_ptr()), ctypes.c_void_p(grad_nhwc.data_ptr()),
-            ctypes.c_void_p(out.data_ptr()), x.shape[0], x.shape[2], x.shape[3], channels, kernel, pad,
-            dilation, torch.get_num_threads())
-        if status != 0:
-            raise MemoryError("the depthwise weight-gradient kernel ran out of memory")
-        return out.permute(2, 0, 1).unsqueeze(1).to(weight.dtype)
+        return native_weight_grad(library, x, grad_out, kernel, pad, dilation).to(weight.dtype)
     return torch.ops.aten.convolution_backward(
         grad_out, x, weight, None, [1, 1], [pad, pad], [dilation, dilation], False, [0, 0], channels,
         [False, True, False])[1]
