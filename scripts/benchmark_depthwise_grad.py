@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from side_by_side import alternate
+from side_by_side import alternate, start_cpu_benchmark
 
-from vapsr_video.host_memory import retain_freed_memory
 from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
 from vapsr_video.training import fast_depthwise
 from vapsr_video.training.fast_depthwise import native_weight_grad
@@ -132,11 +130,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="only the weight gradient alone")
     args = parser.parse_args()
     args.scale = args.scale or (4 if args.model == "vapsr-s" else 2)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as the trainer does: page faults would blur all sides
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"load average {os.getloadavg()[0]:.2f}")
+    start_cpu_benchmark(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         builds = build_variants(Path(scratch))
         weight_gradient_alone(args, builds, published_config(args.model, args.scale).d_atten)

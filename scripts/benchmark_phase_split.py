@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
-from side_by_side import alternate
+from side_by_side import alternate, start_cpu_benchmark
 from torch.nn import functional as F
 
-from vapsr_video.host_memory import retain_freed_memory
 from vapsr_video.model.phase_split import phase_split_depthwise, use_phase_split
 from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
 from vapsr_video.model.weights import load_model
@@ -128,11 +126,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="only the convolution and the model")
     args = parser.parse_args()
     args.scale = args.scale or (4 if args.model == "vapsr-s" else 2)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as the command and the trainer do: page faults would blur both sides
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"load average {os.getloadavg()[0]:.2f}")
+    start_cpu_benchmark(args.threads)
     convolution_alone(args, published_config(args.model, args.scale).d_atten)
     inference(args)
     if not args.skip_training:

@@ -21,6 +21,20 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 
+def start_cpu_benchmark(threads: int) -> None:
+    """Set torch's thread count (0: its choice), keep freed memory as the command and the trainer do
+    (page faults would blur every side), and print what the figures were measured with."""
+    import torch
+
+    from vapsr_video.host_memory import retain_freed_memory
+
+    if threads:
+        torch.set_num_threads(threads)
+    retain_freed_memory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+
 def alternate(sides: dict[str, Callable[[], object]], warmup: int, passes: int) -> dict[str, float]:
     """Median milliseconds per call of each side, the sides taking turns in this process."""
     for _ in range(warmup):
