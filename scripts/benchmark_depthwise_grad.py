@@ -21,17 +21,19 @@ from __future__ import annotations
 import argparse
 import ctypes
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
 from side_by_side import alternate, start_cpu_benchmark
+from training_iteration import TrainerIteration, random_batch
 
-from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
+from vapsr_video.model.vapsr import VARIANTS, published_config
 from vapsr_video.training import fast_depthwise
 from vapsr_video.training.fast_depthwise import native_weight_grad
 from vapsr_video.training.native import compile_kernel, depthwise_kernel, find_compiler, load_kernel
-from vapsr_video.training.trainer import TrainingStep, make_optimizer, prepare_for_training, update_ema
 
 
 def build_variants(scratch: Path) -> dict[str, ctypes.CDLL]:
@@ -89,30 +91,22 @@ def weight_gradient_alone(args: argparse.Namespace, builds: dict[str, ctypes.CDL
                alternate(sides, args.warmup, args.passes), notes)
 
 
+@contextmanager
+def kernel_swapped_for(library: ctypes.CDLL) -> Iterator[None]:
+    """The trainer's depthwise backward calling ``library`` instead of its own build."""
+    original = fast_depthwise.depthwise_kernel
+    fast_depthwise.depthwise_kernel = lambda: library
+    try:
+        yield
+    finally:
+        fast_depthwise.depthwise_kernel = original
+
+
 def training(args: argparse.Namespace, builds: dict[str, ctypes.CDLL]) -> None:
     config = published_config(args.model, args.scale)
-    generator = torch.Generator().manual_seed(2)
-    lr_batch = torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator)
-    hr_batch = torch.rand(args.batch_size, 3, args.patch * config.scale, args.patch * config.scale,
-                          generator=generator)
-
-    def make_side(library: ctypes.CDLL) -> Callable[[], None]:
-        torch.manual_seed(0)
-        model, ema = VapSR(config), VapSR(config)
-        prepare_for_training(model, torch.device("cpu"), fast_kernels=True, bf16=False)
-        step = TrainingStep(model, make_optimizer(model, 1e-4), torch.device("cpu"), bf16=False)
-
-        def run() -> None:
-            original = fast_depthwise.depthwise_kernel
-            fast_depthwise.depthwise_kernel = lambda: library
-            try:
-                step(lr_batch, hr_batch)
-            finally:
-                fast_depthwise.depthwise_kernel = original
-            update_ema(ema, model, 0.999, 1000)
-        return run
-
-    sides = {name: make_side(library) for name, library in builds.items() if name != "trainer's build"}
+    batch = random_batch(config, args.batch_size, args.patch, torch.Generator().manual_seed(2))
+    sides = {name: partial(TrainerIteration(config, around=partial(kernel_swapped_for, library)), *batch)
+             for name, library in builds.items() if name != "trainer's build"}
     report(f"training iteration, {args.model} x{config.scale}, batch {args.batch_size}, LR patch {args.patch}, fp32",
            alternate(sides, 1, max(2, args.passes // 2)))
 

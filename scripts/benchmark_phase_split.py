@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from side_by_side import alternate, start_cpu_benchmark
 from torch.nn import functional as F
+from training_iteration import TrainerIteration, random_batch
 
 from vapsr_video.model.phase_split import phase_split_depthwise, use_phase_split
-from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
+from vapsr_video.model.vapsr import VARIANTS, published_config
 from vapsr_video.model.weights import load_model
 from vapsr_video.training import fast_depthwise
-from vapsr_video.training.trainer import TrainingStep, make_optimizer, prepare_for_training, update_ema
 
 
 def onednn_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad: int,
@@ -81,30 +81,9 @@ def inference(args: argparse.Namespace) -> None:
 
 def training(args: argparse.Namespace) -> None:
     config = published_config(args.model, args.scale)
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(2)
-    lr_batch = torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator)
-    hr_batch = torch.rand(args.batch_size, 3, args.patch * config.scale, args.patch * config.scale,
-                          generator=generator)
-
-    def make_side() -> Callable[[], None]:
-        model, ema = VapSR(config), VapSR(config)
-        prepare_for_training(model, torch.device("cpu"), fast_kernels=True, bf16=False)
-        step = TrainingStep(model, make_optimizer(model, 1e-4), torch.device("cpu"), bf16=False)
-
-        def run() -> None:
-            step(lr_batch, hr_batch)
-            update_ema(ema, model, 0.999, 1000)
-        return run
-
-    split_side = make_side()
-    onednn_side = make_side()
-
-    def on_onednn() -> None:
-        with training_on_onednn():
-            onednn_side()
-
-    medians = alternate({"oneDNN": on_onednn, "phase split": split_side}, 1, max(2, args.passes // 2))
+    batch = random_batch(config, args.batch_size, args.patch, torch.Generator().manual_seed(2))
+    sides = {"oneDNN": TrainerIteration(config, around=training_on_onednn), "phase split": TrainerIteration(config)}
+    medians = alternate({name: partial(side, *batch) for name, side in sides.items()}, 1, max(2, args.passes // 2))
     report(f"training iteration, {args.model} x{config.scale}, batch {args.batch_size}, LR patch {args.patch}, "
            "fp32", medians)
 

@@ -14,6 +14,7 @@ EMA update (the data path is the same for both and not timed).
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from multiprocessing.connection import Connection
@@ -21,15 +22,10 @@ from multiprocessing.connection import Connection
 import torch
 from side_by_side import run_side_by_side
 from torch.nn import functional as F
+from training_iteration import TrainerIteration, random_batch
 
 from vapsr_video.model.vapsr import VARIANTS, VapSR, published_config
-from vapsr_video.training.trainer import (
-    TrainingStep,
-    make_optimizer,
-    precision_summary,
-    prepare_for_training,
-    update_ema,
-)
+from vapsr_video.training.trainer import precision_summary
 
 
 class BaselineStep:
@@ -49,32 +45,19 @@ class BaselineStep:
                 ema_param.lerp_(param, 1 - 0.999)
 
 
-class OptimisedStep:
-    """What the trainer runs: ``prepare_for_training``, ``make_optimizer``, ``TrainingStep``, ``update_ema``."""
-
-    def __init__(self, model: VapSR, ema: VapSR, fast_kernels: bool, bf16: bool) -> None:
-        self.model, self.ema = prepare_for_training(model, torch.device("cpu"), fast_kernels, bf16), ema
-        self.step = TrainingStep(model, make_optimizer(model, 1e-4), torch.device("cpu"), bf16=bf16)
-
-    def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> None:
-        self.step(lr_batch, hr_batch)
-        update_ema(self.ema, self.model, 0.999, 1000)
-
-
 def side_worker(connection: Connection, name: str, args: argparse.Namespace) -> None:
     """One recipe in its own process: build it, then run one timed step per request."""
     if args.threads:
         torch.set_num_threads(args.threads)
     config = published_config(args.model, args.scale)
-    torch.manual_seed(0)
-    model, ema = VapSR(config), VapSR(config)
-    ema.load_state_dict(model.state_dict())
-    step = (BaselineStep(model, ema) if name == "baseline"
-            else OptimisedStep(model, ema, fast_kernels=not args.no_fast_kernels, bf16=not args.fp32))
+    if name == "baseline":
+        torch.manual_seed(0)
+        model = VapSR(config)
+        step = BaselineStep(model, copy.deepcopy(model))
+    else:
+        step = TrainerIteration(config, fast_kernels=not args.no_fast_kernels, bf16=not args.fp32)
     generator = torch.Generator().manual_seed(0)
-    batches = [(torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
-                torch.rand(args.batch_size, 3, args.patch * args.scale, args.patch * args.scale, generator=generator))
-               for _ in range(2)]
+    batches = [random_batch(config, args.batch_size, args.patch, generator) for _ in range(2)]
     connection.send(torch.get_num_threads())
     iteration = 0
     while connection.recv() == "go":
