@@ -17,7 +17,10 @@ The output folder holds, per model, ``<name>/`` with ``train.log``,
 ``quality.md`` / ``quality.json``: PSNR/SSIM (Y channel, evaluation protocol) of
 the starting and the new weights on the benchmark sets, and their worst flat-colour
 error (``vapsr_video/evaluation/flat_colours.py``). Exit status 0 when every run
-exported its weights, 1 otherwise (the table then has the runs that did).
+exported its weights, 1 otherwise (the table then has the runs that did). Ctrl-C,
+SIGTERM or SIGHUP stops every run at the end of its iteration in progress, with a
+checkpoint that the same command resumes from; the exit status is then 128 + the
+signal number, and no table is written.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 MODELS = ("vapsr-x2", "vapsr-x3", "vapsr-x4", "vapsr-s-x4")
@@ -103,6 +108,29 @@ def train_command(args: argparse.Namespace, name: str, weights: Path, deadline: 
     return command
 
 
+@dataclass
+class StopRequest:
+    signum: int | None = None
+
+
+def forward_stop_signals(processes: dict[str, subprocess.Popen]) -> StopRequest:
+    """SIGINT, SIGTERM and SIGHUP stop the training runs, not only this script: each is sent SIGTERM,
+    on which it checkpoints and exits; this script then waits for them and exits 128 + the signal.
+    Left to the default, a SIGTERM would end this script and leave the runs training on their own."""
+    request = StopRequest()
+
+    def forward(signum: int, frame: object) -> None:
+        request.signum = request.signum or signum
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, forward)
+    return request
+
+
 def quality_row(name: str, before: Path, after: Path, args: argparse.Namespace) -> dict[str, object]:
     from vapsr_video.evaluation.evaluate import evaluate_upscaler
     from vapsr_video.evaluation.flat_colours import worst_flat_colour_error
@@ -153,16 +181,26 @@ def main(argv: list[str] | None = None) -> int:
     # after starting up and loading its data, and stops there in any case.
     deadline = start_wall + total - reserve
     environment = run_environment(threads_per_run(args))
-    processes = {}
+    processes: dict[str, subprocess.Popen] = {}
+    stop = forward_stop_signals(processes)
     for name in args.models:
+        if stop.signum is not None:
+            break
         (out / name).mkdir(exist_ok=True)
         with open(out / name / "console.log", "w") as console:
             processes[name] = subprocess.Popen(train_command(args, name, weights[name], deadline),
                                                stdout=console, stderr=subprocess.STDOUT,
                                                env=environment)
+    if stop.signum is not None:  # it came while the runs were starting: stop the ones already started
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
     print(f"training {', '.join(args.models)} on {args.device} for up to {total - reserve:.0f} s; "
           f"logs in {out}/*/")
     failed = [name for name, process in processes.items() if process.wait() != 0]
+    if stop.signum is not None:
+        print(f"stopped by {signal.Signals(stop.signum).name}: each run saved a checkpoint in {out}/<model>/; "
+              "the same command resumes them", file=sys.stderr)
+        return 128 + stop.signum
     for name in failed:
         print(f"{name}: training failed (exit {processes[name].returncode}); see {out / name / 'console.log'}",
               file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,6 +101,33 @@ def test_killed_training_resumes_to_the_same_weights(image_folder: Path, tmp_pat
         torch.testing.assert_close(got[key], tensor, rtol=0, atol=0, msg=f"{key} differs after resume")
 
 
+@pytest.mark.parametrize(("stop", "code", "message"), [(signal.SIGTERM, 143, "terminated"),
+                                                      (signal.SIGINT, 130, "interrupted")])
+def test_a_stop_signal_checkpoints_the_iteration_reached_and_the_same_command_resumes_there(
+        image_folder: Path, tmp_path: Path, stop: signal.Signals, code: int, message: str) -> None:
+    out = tmp_path / "run"
+    # Periodic checkpoints far apart: whatever the checkpoint holds, the stop itself wrote it.
+    command = [*train_command(image_folder, out, 60), "--checkpoint-every", "1000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while "iteration 5:" not in ((out / "train.log").read_text() if (out / "train.log").exists() else ""):
+        assert process.poll() is None, "training ended before it was signalled"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == code, stderr
+    assert stderr.splitlines()[-1] == f"vapsr-video: error: {message}" and "Traceback" not in stderr
+    assert not (out / "vapsr-s-x2.safetensors").exists(), "stopped before the end, yet exported"
+    stopped_at = torch.load(out / "checkpoint.pt", weights_only=True)["iteration"]
+    assert 5 <= stopped_at < 60
+    assert f"stopped at iteration {stopped_at} of 60; checkpoint saved" in stderr
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at iteration {stopped_at} of 60" in resumed.stderr
+
+
 def test_a_16_bit_training_image_is_refused_not_quietly_reduced(image_folder: Path, tmp_path: Path) -> None:
     from vapsr_video.imaging.image_files import StillImage, write_image
 
@@ -179,6 +207,37 @@ def test_gpu_script_fine_tunes_all_four_models_within_its_budget_on_the_cpu(imag
         assert metadata["warm_start"].endswith(f"{name}.safetensors ({len(old)} tensors)")
         assert any(not torch.equal(new[key], old[key]) for key in old), f"{name} did not change"
         assert "warm start" in (out / name / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_script_passes_a_stop_signal_on_to_every_run_and_each_checkpoints(image_folder: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "gpu-run"
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "train_gpu.py"), str(image_folder), "--out", str(out),
+               "--minutes", "4", "--device", "cpu", "--batch-size", "2", "--patch", "16", "--no-colour-check"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                               start_new_session=True)
+    logs = [out / name / "train.log" for name in ("vapsr-x2", "vapsr-x3", "vapsr-x4", "vapsr-s-x4")]
+    try:
+        deadline = time.monotonic() + 200
+        while not all(log.exists() and "warm start" in log.read_text() for log in logs):  # all four are training
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the four runs did not all start training in 200 s"
+            time.sleep(0.2)
+        time.sleep(1)
+        os.kill(process.pid, signal.SIGTERM)  # the script alone, as a service manager or `kill` would
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 143, stderr
+        assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+        for log in logs:
+            assert "checkpoint saved" in log.read_text(), f"{log.parent.name} did not stop at a checkpoint"
+            assert (log.parent / "checkpoint.pt").exists()
+        with pytest.raises(ProcessLookupError):  # no run left behind, training on its own
+            os.killpg(process.pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def tiny_config(image_folder: Path, out: Path, **overrides: object) -> TrainConfig:

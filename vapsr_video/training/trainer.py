@@ -17,6 +17,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vapsr_video.host_memory import retain_freed_memory
 from vapsr_video.inference.devices import resolve_device
@@ -33,6 +35,7 @@ from vapsr_video.model.weights import build_model, read_state_dict, save_weights
 from vapsr_video.safe_output import atomic_output
 from vapsr_video.training.cpu_bf16 import cpu_has_native_bf16, use_bf16_pointwise
 from vapsr_video.training.data import PairedPatches
+from vapsr_video.training.deferred_stop import DeferredStop
 from vapsr_video.training.fast_depthwise import use_fast_depthwise
 from vapsr_video.training.validation import ValidationSet
 
@@ -347,12 +350,22 @@ class Trainer:
             if self.copied:
                 log.info("warm start: %d tensors from %s", len(self.copied), config.warm_start)
         batches = self._batches(data)
+        self.model.train()
         bar = tqdm(total=config.iterations, initial=self.iteration, desc=f"{config.variant} x{config.scale}",
                    unit="it", dynamic_ncols=True, mininterval=2.0)
+        # Log lines go above the bar, not onto it; and the bar is closed however the loop ends, so
+        # that the command's last message starts on a line of its own.
+        with bar, logging_redirect_tqdm(), DeferredStop() as stop:
+            self._iterate(batches, validation, bar, stop)
+        return self.export()
+
+    def _iterate(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], validation: ValidationSet | None,
+                 bar: tqdm, stop: DeferredStop) -> None:
+        """Train until the planned iteration, the deadline, or a stop signal (after a checkpoint)."""
+        config = self.config
         # Losses stay on the device until a log line needs them: reading one every iteration
         # would make the CPU wait for the GPU each time.
         interval_losses: list[torch.Tensor] = []
-        self.model.train()
         while self.iteration < config.iterations:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(config, self.iteration)
@@ -369,7 +382,8 @@ class Trainer:
             if validate or self.iteration % config.log_every == 0 or done:
                 # The mean over the interval: one batch's loss is too noisy to read.
                 loss = self._checked_mean(interval_losses)
-                record = {"iteration": self.iteration, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                record = {"iteration": self.iteration, "loss": loss,
+                          "lr": self.optimizer.param_groups[0]["lr"]}
                 interval_losses.clear()
                 if validate:
                     record["set5_psnr"] = validation.psnr(self.ema, self.device)
@@ -382,8 +396,13 @@ class Trainer:
                 self.save_checkpoint()
             if done:
                 break
-        bar.close()
-        return self.export()
+            if stop.requested:
+                if self.iteration % config.checkpoint_every:
+                    self._checked_mean(interval_losses)
+                    self.save_checkpoint()
+                log.info("stopped at iteration %d of %d; checkpoint saved in %s: the same command resumes "
+                         "from there", self.iteration, config.iterations, self.checkpoint_path)
+                raise stop.exception()
 
     def export(self) -> Path:
         """Write the EMA weights as safetensors with how they were made."""
