@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; the best of each is kept")
     args = parser.parse_args()
     args.weights = args.weights or default_weights()
+    if Path(args.weights).exists():  # a file, not a cached name: vspipe runs the script from a temporary folder
+        args.weights = str(Path(args.weights).resolve())
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -90,3 +90,12 @@ def test_weights_scripts_refuse_a_bad_file_in_one_line(script: str, tmp_path) ->
     assert result.returncode == 5, result.stderr
     assert "Traceback" not in result.stderr and str(bad) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_vapoursynth_benchmark_takes_a_weights_path_relative_to_where_it_is_run() -> None:
+    # vspipe evaluates its script from the script's (temporary) folder: the path must reach it whole.
+    out = _run("scripts/benchmark_vapoursynth.py", "--weights", "vapsr_video/bundled_weights/vapsr-x2.safetensors",
+               "--width", "32", "--height", "24", "--frames", "4", "--repeats", "1", "--threads", "1")
+    assert "weights vapsr-x2.safetensors" in out
+    assert re.search(r"vspipe.*[\d.]+ frames/s", out), out
