@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 MODELS = ("vapsr-x2", "vapsr-x3", "vapsr-x4", "vapsr-s-x4")
@@ -108,27 +107,33 @@ def train_command(args: argparse.Namespace, name: str, weights: Path, deadline: 
     return command
 
 
-@dataclass
-class StopRequest:
-    signum: int | None = None
-
-
-def forward_stop_signals(processes: dict[str, subprocess.Popen]) -> StopRequest:
-    """SIGINT, SIGTERM and SIGHUP stop the training runs, not only this script: each is sent SIGTERM,
+class RunStopper:
+    """SIGINT, SIGTERM and SIGHUP stop the training runs, not only this script: each run is sent SIGTERM,
     on which it checkpoints and exits; this script then waits for them and exits 128 + the signal.
-    Left to the default, a SIGTERM would end this script and leave the runs training on their own."""
-    request = StopRequest()
+    Left to the default, a SIGTERM would end this script and leave the runs training on their own.
 
-    def forward(signum: int, frame: object) -> None:
-        request.signum = request.signum or signum
-        for process in processes.values():
-            if process.poll() is None:
+    Each run is sent one SIGTERM per stop request (a second one tells a run to stop at once, without
+    its checkpoint), so a request only reaches the runs it has not reached yet; a second request to
+    this script is passed on to all of them."""
+
+    def __init__(self, processes: dict[str, subprocess.Popen]) -> None:
+        self.processes = processes
+        self.signum: int | None = None
+        self.signalled: set[str] = set()
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                signal.signal(number, self.on_signal)
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        again = self.signum is not None
+        self.signum = self.signum or signum
+        self.stop_runs(again)
+
+    def stop_runs(self, again: bool = False) -> None:
+        for name, process in list(self.processes.items()):
+            if process.poll() is None and (again or name not in self.signalled):
+                self.signalled.add(name)
                 process.send_signal(signal.SIGTERM)
-
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(number) is not signal.SIG_IGN:
-            signal.signal(number, forward)
-    return request
 
 
 def quality_row(name: str, before: Path, after: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start_wall + total - reserve
     environment = run_environment(threads_per_run(args))
     processes: dict[str, subprocess.Popen] = {}
-    stop = forward_stop_signals(processes)
+    stop = RunStopper(processes)
     for name in args.models:
         if stop.signum is not None:
             break
@@ -191,9 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             processes[name] = subprocess.Popen(train_command(args, name, weights[name], deadline),
                                                stdout=console, stderr=subprocess.STDOUT,
                                                env=environment)
-    if stop.signum is not None:  # it came while the runs were starting: stop the ones already started
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
+    if stop.signum is not None:  # it came while the runs were starting: stop the ones it did not reach
+        stop.stop_runs()
     print(f"training {', '.join(args.models)} on {args.device} for up to {total - reserve:.0f} s; "
           f"logs in {out}/*/")
     failed = [name for name, process in processes.items() if process.wait() != 0]
