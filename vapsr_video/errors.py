@@ -68,8 +68,13 @@ class Terminated(KeyboardInterrupt):
 STOP_SIGNALS = {"SIGTERM": "terminated", "SIGHUP": "hung up"}  # signal name -> what the one-line message says
 
 
-def raise_terminated(signum: int, frame: object) -> None:
-    """A signal handler: raise :class:`Terminated` for ``signum`` in the main thread."""
+def terminated(signum: int) -> Terminated:
+    """The :class:`Terminated` that stands for ``signum``, with its one-line message."""
     import signal
 
-    raise Terminated(signum, STOP_SIGNALS.get(signal.Signals(signum).name, "stopped"))
+    return Terminated(signum, STOP_SIGNALS.get(signal.Signals(signum).name, "stopped"))
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A signal handler: raise :class:`Terminated` for ``signum`` in the main thread."""
+    raise terminated(signum)

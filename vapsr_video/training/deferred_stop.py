@@ -15,16 +15,16 @@ import signal
 import threading
 from types import FrameType, TracebackType
 
-from vapsr_video.errors import STOP_SIGNALS, Terminated
+from vapsr_video.errors import STOP_SIGNALS, terminated
 
-DEFERRED = ("SIGINT", "SIGTERM", "SIGHUP")
+DEFERRED = ("SIGINT", *STOP_SIGNALS)
 
 
 def stop_exception(signum: int) -> KeyboardInterrupt:
     """What the command line's policy raises for ``signum``: KeyboardInterrupt, or Terminated."""
     if signum == signal.SIGINT:
         return KeyboardInterrupt()
-    return Terminated(signum, STOP_SIGNALS.get(signal.Signals(signum).name, "stopped"))
+    return terminated(signum)
 
 
 class DeferredStop:

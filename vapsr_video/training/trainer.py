@@ -391,15 +391,12 @@ class Trainer:
                          f", validation PSNR {record['set5_psnr']:.3f} dB" if validate else "")
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.1e}", refresh=False)
                 self.history.append(record)
-            if self.iteration % config.checkpoint_every == 0 or done:
+            if self.iteration % config.checkpoint_every == 0 or done or stop.requested:
                 self._checked_mean(interval_losses)  # never checkpoint weights a NaN went through
                 self.save_checkpoint()
             if done:
                 break
             if stop.requested:
-                if self.iteration % config.checkpoint_every:
-                    self._checked_mean(interval_losses)
-                    self.save_checkpoint()
                 log.info("stopped at iteration %d of %d; checkpoint saved in %s: the same command resumes "
                          "from there", self.iteration, config.iterations, self.checkpoint_path)
                 raise stop.exception()
